@@ -1,0 +1,1 @@
+"""Orbax save/restore/resume, import of official PyTorch weights, export."""

@@ -1,0 +1,1 @@
+"""Input pipelines: tfds builders, augmentation, caption cleaning, mixing, host sharding."""

@@ -1,0 +1,1 @@
+"""Noise schedule, q_sample and DDIM sampling with multi-condition guidance."""

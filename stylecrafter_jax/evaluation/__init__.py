@@ -1,0 +1,1 @@
+"""Metrics and batch evaluation over the official evaluation JSON format."""

@@ -1,0 +1,1 @@
+"""Train state, stage masks, loss, the jitted step and the loop."""
