@@ -1,0 +1,123 @@
+"""Tests of the scaled-linear schedule, q_sample, eps-prediction and the checkpoint buffer check."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from stylecrafter_jax.diffusion.schedule import (check_schedule_buffers, make_schedule, predict_x0_from_eps,
+                                                 q_sample)
+from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError, ShapeError
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return make_schedule()
+
+
+@pytest.fixture(scope="module")
+def diffusers_scheduler():
+    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1,
+                         set_alpha_to_one=False, clip_sample=False, prediction_type="epsilon")
+
+
+def official_buffers():
+    """The twelve DDPM buffers as VideoCrafter's register_schedule builds them (torch float64 -> float32)."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    alphas = 1.0 - betas
+    ac = torch.cumprod(alphas, 0)
+    ac_prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
+    post_var = betas * (1.0 - ac_prev) / (1.0 - ac)
+    buffers = {
+        "betas": betas, "alphas_cumprod": ac, "alphas_cumprod_prev": ac_prev,
+        "sqrt_alphas_cumprod": ac.sqrt(), "sqrt_one_minus_alphas_cumprod": (1.0 - ac).sqrt(),
+        "log_one_minus_alphas_cumprod": (1.0 - ac).log(), "sqrt_recip_alphas_cumprod": (1.0 / ac).sqrt(),
+        "sqrt_recipm1_alphas_cumprod": (1.0 / ac - 1.0).sqrt(), "posterior_variance": post_var,
+        "posterior_log_variance_clipped": post_var.clamp(min=1e-20).log(),
+        "posterior_mean_coef1": betas * ac_prev.sqrt() / (1.0 - ac),
+        "posterior_mean_coef2": (1.0 - ac_prev) * alphas.sqrt() / (1.0 - ac),
+    }
+    return {name: value.float() for name, value in buffers.items()}
+
+
+def test_reference_check_values(schedule):
+    assert schedule.num_timesteps == 1000
+    assert all(buf.dtype == np.float32 and buf.shape == (1000,) for buf in schedule)
+    np.testing.assert_allclose(schedule.alphas_cumprod[[0, 1, 981, 999]],
+                               [0.99915, 0.998296, 0.0057755, 0.0046601], rtol=2e-5)
+    assert schedule.alphas_cumprod_prev[0] == 1.0
+    assert schedule.posterior_variance[0] == 0.0
+
+
+def test_buffers_equal_official_formulas(schedule):
+    for name, expected in official_buffers().items():
+        np.testing.assert_allclose(getattr(schedule, name), expected.numpy(), rtol=1e-6, atol=1e-12,
+                                   err_msg=name)
+
+
+def test_schedule_equals_diffusers(schedule, diffusers_scheduler):
+    # diffusers builds betas and the cumulative product in float32, hence the looser tolerance.
+    np.testing.assert_allclose(schedule.betas, diffusers_scheduler.betas.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(schedule.alphas_cumprod, diffusers_scheduler.alphas_cumprod.numpy(), rtol=2e-5)
+
+
+def test_q_sample_equals_diffusers_add_noise(schedule, diffusers_scheduler):
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((3, 2, 4, 4, 4)).astype(np.float32)
+    noise = rng.standard_normal(x0.shape).astype(np.float32)
+    t = np.array([0, 500, 999])
+    got = q_sample(schedule, x0, t, noise)
+    want = diffusers_scheduler.add_noise(torch.from_numpy(x0), torch.from_numpy(noise), torch.from_numpy(t))
+    np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_predict_x0_inverts_q_sample(schedule):
+    rng = np.random.default_rng(1)
+    x0 = rng.standard_normal((3, 4, 4, 4)).astype(np.float32)
+    noise = rng.standard_normal(x0.shape).astype(np.float32)
+    t = np.array([1, 400, 999])
+    x_t = q_sample(schedule, x0, t, noise)
+    np.testing.assert_allclose(np.asarray(predict_x0_from_eps(schedule, x_t, t, noise)), x0, atol=2e-5)
+
+
+def test_check_accepts_official_buffers_and_ignores_other_keys(schedule):
+    state_dict = dict(official_buffers(), **{"model.diffusion_model.out.2.weight": torch.zeros(4, 320, 3, 3)})
+    check_schedule_buffers(state_dict, schedule)
+    check_schedule_buffers(state_dict)
+
+
+def test_check_reports_every_problem(schedule):
+    buffers = official_buffers()
+    buffers["alphas_cumprod"] = buffers["alphas_cumprod"].clone()
+    buffers["alphas_cumprod"][981] *= 1.01
+    del buffers["posterior_mean_coef2"]
+    buffers["betas"] = buffers["betas"][:999]
+    with pytest.raises(CheckpointMismatchError) as info:
+        check_schedule_buffers(buffers, schedule, source="model.ckpt")
+    message = str(info.value)
+    assert "model.ckpt" in message
+    assert "'alphas_cumprod': 1 of 1000 values differ, worst at index 981" in message
+    assert "missing buffer 'posterior_mean_coef2'" in message
+    assert "'betas': shape (999,), expected (1000,)" in message
+    assert "sqrt_alphas_cumprod" not in message
+
+
+def test_check_rejects_a_different_schedule():
+    other = make_schedule(linear_start=0.0001, linear_end=0.02)
+    with pytest.raises(CheckpointMismatchError, match="'betas'"):
+        check_schedule_buffers(other._asdict())
+
+
+def test_bad_input(schedule):
+    x = np.zeros((2, 4, 4, 4), np.float32)
+    with pytest.raises(ShapeError, match=r"timesteps t has shape \(3,\), expected \(2,\)"):
+        q_sample(schedule, x, np.array([1, 2, 3]), x)
+    with pytest.raises(ShapeError, match="noise has shape"):
+        q_sample(schedule, x, np.array([1, 2]), x[:1])
+    with pytest.raises(ShapeError, match="eps has shape"):
+        predict_x0_from_eps(schedule, x, np.array([1, 2]), x[..., :2])
+    with pytest.raises(ConfigError, match="num_timesteps"):
+        make_schedule(num_timesteps=1)
+    with pytest.raises(ConfigError, match="linear_start/linear_end"):
+        make_schedule(linear_start=0.02, linear_end=0.01)
