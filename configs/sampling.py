@@ -1,0 +1,32 @@
+"""The `sampling` config block: DDIM steps and eta, guidance scales and form, output size, fps and seed.
+
+Defaults are those of the shipped StyleCrafter runs (scripts/run_infer_video.sh and run_infer_image.sh).
+"""
+
+import ml_collections
+
+from stylecrafter_jax.errors import ConfigError
+
+_SIZES = {"video": (320, 512, 16), "image": (512, 512, 1)}
+
+
+def get_sampling_config(mode: str = "video") -> ml_collections.ConfigDict:
+    """Sampling settings for mode "video" (16×320×512) or "image" (512×512)."""
+    if mode not in _SIZES:
+        raise ConfigError(f"sampling.mode: got {mode!r}, expected one of {tuple(_SIZES)}")
+    height, width, frames = _SIZES[mode]
+    return ml_collections.ConfigDict(dict(
+        mode=mode,
+        steps=50,                   # DDIM steps: timesteps 981, 961, ..., 1
+        eta=1.0,                    # 1.0 = stochastic, as shipped; 0.0 = deterministic DDIM
+        text_scale=15.0,            # λt, video guidance
+        style_scale=7.5,            # λs, video guidance
+        image_scale=6.0,            # λ, image guidance (the HF demo uses 7.5)
+        guidance_form="official",   # "official" = released code, anchored at e_ts; "paper" = anchored at e_u
+        style_weight=1.0,           # global style strength, 0-2; multiplies (1 + ScaleEncoder output)
+        fps=10,
+        seed=123,
+        height=height,
+        width=width,
+        frames=frames,
+    ))
