@@ -78,8 +78,16 @@ def ddim_step(x: jax.Array, eps: jax.Array, alpha: jax.Array, alpha_prev: jax.Ar
 
 
 def sample_keys(seed: int | jax.Array, indices: Sequence[int] | jax.Array) -> jax.Array:
-    """Per-sample keys fold_in(seed_key, index), one per entry of `indices` (positions in the run)."""
-    seed_key = jax.random.key(seed) if isinstance(seed, (int, np.integer)) else seed
+    """Per-sample typed keys fold_in(seed_key, index), one per entry of `indices` (positions in the run).
+
+    `seed` is an int, a typed key (`jax.random.key`) or a legacy `jax.random.PRNGKey`.
+    """
+    if isinstance(seed, (int, np.integer)):
+        seed_key = jax.random.key(seed)
+    elif jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        seed_key = seed
+    else:
+        seed_key = jax.random.wrap_key_data(seed)  # a legacy uint32 jax.random.PRNGKey
     indices = jnp.asarray(indices, dtype=jnp.uint32)
     if indices.ndim != 1:
         raise ShapeError(f"sample_keys: indices has shape {indices.shape}, expected a 1-D list of sample indices")

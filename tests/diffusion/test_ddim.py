@@ -139,6 +139,9 @@ def test_noise_streams_are_the_documented_fold_ins():
     np.testing.assert_array_equal(np.asarray(step_noise(keys, 3, SAMPLE_SHAPE)[1]),
                                   np.asarray(jax.random.normal(jax.random.fold_in(key_7, 4), SAMPLE_SHAPE)))
     np.testing.assert_array_equal(jax.random.key_data(sample_keys(5, [7])[0]), jax.random.key_data(key_7))
+    legacy = sample_keys(jax.random.PRNGKey(5), [7])
+    assert legacy.shape == (1,)
+    np.testing.assert_array_equal(jax.random.key_data(legacy[0]), jax.random.key_data(key_7))
 
 
 def test_compiled_once_per_shape_and_progress_callback(schedule, cond):
