@@ -73,8 +73,9 @@ class _Mlp(nn.Module):
 class Transformer(nn.Module):
     """A stack of `layers` ResidualAttentionBlocks named `resblocks_{i}`.
 
-    `num_layers` runs only the first blocks (CLIP text uses 23 of 24); init with the default runs
-    them all, so every stored block has parameters.
+    `num_layers` runs only the first blocks (CLIP text uses 23 of 24) and `first_layer` starts later,
+    so the stack can be run in two parts; init with the defaults runs them all, so every stored block
+    has parameters.
     """
 
     width: int
@@ -87,9 +88,9 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-                 num_layers: int | None = None) -> jax.Array:
+                 num_layers: int | None = None, first_layer: int = 0) -> jax.Array:
         block_cls = remat(ResidualAttentionBlock, self.remat_policy)
-        for i in range(self.layers if num_layers is None else num_layers):
+        for i in range(first_layer, self.layers if num_layers is None else num_layers):
             x = block_cls(self.width, self.heads, self.mlp_ratio, self.dtype, self.attention,
                           name=f"resblocks_{i}")(x, mask)
         return x
