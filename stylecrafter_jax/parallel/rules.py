@@ -132,7 +132,7 @@ def shard_report(abstract_tree: Any, shardings: Any) -> list[ShardInfo]:
     report = []
     for (path, leaf), sharding in zip(leaves, jax.tree.leaves(shardings)):
         shard_shape = sharding.shard_shape(tuple(leaf.shape))
-        report.append(ShardInfo("/".join(_key_name(k) for k in path), tuple(leaf.shape), sharding.spec,
+        report.append(ShardInfo(jax.tree_util.keystr(path, simple=True, separator="/"), tuple(leaf.shape), sharding.spec,
                                 math.prod(leaf.shape), math.prod(shard_shape)))
     return report
 
@@ -149,10 +149,3 @@ def format_shard_report(report: Sequence[ShardInfo]) -> str:
     lines.append(f"{'total':<{width}}  {'':<20} {'':<32} {whole:>12,} {shard:>12,}")
     return "\n".join(lines)
 
-
-def _key_name(key: Any) -> str:
-    """The plain name of one pytree path entry."""
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
