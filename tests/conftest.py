@@ -11,3 +11,42 @@ import jax  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/stylecrafter_jax/xla"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The `model` config section of the tiny size."""
+    from configs.models import model_config
+
+    return model_config("tiny")
+
+
+def randomize(shapes, seed: int = 42):
+    """Random float32 values for a tree of shapes: kernels ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1²),
+    everything else ~ N(0, 0.1²)."""
+    import numpy as np
+
+    from stylecrafter_jax.train.masks import path_string
+
+    rng = np.random.default_rng(seed)
+
+    def one(path, shape):
+        noise = rng.standard_normal(shape.shape).astype(np.float32)
+        name = path_string(path)
+        if name.endswith("kernel"):
+            return noise / np.float32(np.sqrt(max(1, int(np.prod(shape.shape[:-1])))))
+        return np.float32(1.0 if name.endswith("scale") else 0.0) + np.float32(0.1) * noise
+
+    return jax.tree_util.tree_map_with_path(one, shapes)
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tiny_model):
+    """Tiny {'unet', 'adapter'} parameters with every leaf random (no zero-init), float32, unboxed."""
+    import flax.linen as nn
+
+    from stylecrafter_jax.models.build import param_shapes
+
+    return randomize(nn.unbox(param_shapes(tiny_model)))

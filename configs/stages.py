@@ -1,0 +1,34 @@
+"""Training stages as ordered (regex over the `/`-joined parameter path, label) rules; first match wins.
+
+Paths are rooted at the trained tree {'unet': ..., 'adapter': ...}. Labels: "train" or "frozen".
+"""
+
+from __future__ import annotations
+
+STAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    # Stage 1: the style adapter (StyleTransformer, ScaleEncoder, the style K/V and LayerNorms).
+    "stage1": (
+        (r"^adapter/", "train"),
+        (r"^unet/.*/attn2/processor/", "train"),
+        (r".*", "frozen"),
+    ),
+    # Stage 2: the 17 temporal transformers (init_attn and child 2 of every attention block).
+    "stage2": (
+        (r"^unet/init_attn_0/", "train"),
+        (r"^unet/(input_blocks_\d+|middle_block|output_blocks_\d+)/2/", "train"),
+        (r".*", "frozen"),
+    ),
+    # The base text-to-video U-Net without the style branches (the toy base model).
+    "full": (
+        (r"^unet/.*/processor/", "frozen"),
+        (r"^unet/", "train"),
+        (r".*", "frozen"),
+    ),
+}
+
+
+def stage_rules(name: str) -> tuple[tuple[str, str], ...]:
+    """The rules of a named stage."""
+    if name not in STAGES:
+        raise KeyError(f"stage {name!r}: expected one of {sorted(STAGES)}")
+    return STAGES[name]

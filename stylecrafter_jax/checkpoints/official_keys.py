@@ -1,0 +1,71 @@
+"""The official PyTorch key, and the transform, of every U-Net and style-adapter parameter.
+
+Flax paths mirror the official module tree: `input_blocks_1/1/transformer_blocks_0/attn2/to_k/kernel`
+is `model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight`. The style
+K/V and LayerNorm under `.../attn2/processor/` are stored in `adapter_v1.pth` as
+`kv_attn_layers.<processor path with '.' -> '_'>.*`; the open_clip-style q/k/v of the adapter's
+transformers are the three row blocks of a packed `in_proj_weight` / `in_proj_bias`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+UNET_PREFIX = "model.diffusion_model."
+QKV = ("query", "key", "value")
+_INDEXED = re.compile(r"^(?!ln_)(.+)_(\d+)$")
+
+
+class KeySpec(NamedTuple):
+    """Where one Flax leaf lives in a torch state dict: key, transform and, if packed, its row block."""
+
+    torch_key: str
+    transform: str
+    part: int | None = None
+
+
+def module_path_to_torch(path: str) -> str:
+    """`input_blocks_1/1/transformer_blocks_0/to_out_0` -> `input_blocks.1.1.transformer_blocks.0.to_out.0`."""
+    return ".".join(_INDEXED.sub(r"\1.\2", part) for part in path.split("/"))
+
+
+def _leaf_spec(module_path: str, leaf: str, ndim: int) -> KeySpec:
+    """Torch key and transform of a leaf given its Flax module path, leaf name and rank."""
+    parts = module_path.split("/")
+    if parts[-1] in QKV:
+        packed = module_path_to_torch("/".join(parts[:-1]))
+        suffix = "in_proj_weight" if leaf == "kernel" else "in_proj_bias"
+        return KeySpec(f"{packed}.{suffix}", "dense" if leaf == "kernel" else "as-is", QKV.index(parts[-1]))
+    torch_module = module_path_to_torch(module_path)
+    name = {"kernel": "weight", "scale": "weight"}.get(leaf, leaf)
+    key = f"{torch_module}.{name}" if torch_module else name
+    if leaf != "kernel":
+        return KeySpec(key, "as-is")
+    if ndim == 4:
+        return KeySpec(key, "conv")
+    if parts[0] == "init_attn_0" and parts[-1] in ("proj_in", "proj_out"):
+        return KeySpec(key, "conv1d_k1")
+    return KeySpec(key, "dense")
+
+
+def unet_key(flax_path: str, ndim: int) -> KeySpec:
+    """KeySpec of a U-Net leaf (`/`-joined path); processor leaves map to the adapter file."""
+    module_path, leaf = flax_path.rsplit("/", 1)
+    if "/processor/" in flax_path:
+        processor, inner = module_path.split("/processor/")
+        owner = module_path_to_torch(processor + "/processor").replace(".", "_")
+        spec = _leaf_spec(inner, leaf, ndim)
+        return spec._replace(torch_key=f"kv_attn_layers.{owner}.{spec.torch_key}")
+    spec = _leaf_spec(module_path, leaf, ndim)
+    return spec._replace(torch_key=UNET_PREFIX + spec.torch_key)
+
+
+def adapter_key(flax_path: str, ndim: int) -> KeySpec:
+    """KeySpec of a StyleAdapter leaf (`image_context_model/...`, `scale_predictor/...`)."""
+    if "/" not in flax_path:
+        raise ValueError(f"adapter path {flax_path!r}: expected <module>/<leaf>")
+    module_path, leaf = flax_path.rsplit("/", 1)
+    if leaf in ("style_emb", "scale_emb", "proj"):
+        return KeySpec(f"{module_path_to_torch(module_path)}.{leaf}", "as-is")
+    return _leaf_spec(module_path, leaf, ndim)

@@ -1,0 +1,103 @@
+"""The U-Net's SpatialTransformer (self + dual cross-attention) and TemporalTransformer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from stylecrafter_jax.models.layers import GroupNorm, LayerNorm, dense
+from stylecrafter_jax.models.unet_layers import (
+    TOKEN_AXES, ZEROS, DualCrossAttention, FeedForward, SelfAttention, TemporalAttention)
+
+Dtype = Any
+
+
+class SpatialBlock(nn.Module):
+    """Pre-LN: x + attn1(norm1 x); x + attn2(norm2 x, context); x + ff(norm3 x)."""
+
+    heads: int
+    head_dim: int = 64
+    text_length: int = 77
+    with_style: bool = True
+    style_scaled: bool = True
+    dtype: Dtype = jnp.float32
+    attention: str = "xla"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array, multiplier: jax.Array | None) -> jax.Array:
+        x = x + SelfAttention(self.heads, self.head_dim, self.dtype, self.attention, name="attn1")(
+            LayerNorm(name="norm1")(x))
+        x = x + DualCrossAttention(self.heads, self.head_dim, self.text_length, self.with_style,
+                                   self.style_scaled, self.dtype, self.attention, name="attn2")(
+            LayerNorm(name="norm2")(x), context, multiplier)
+        return x + FeedForward(x.shape[-1], dtype=self.dtype, name="ff")(LayerNorm(name="norm3")(x))
+
+
+class SpatialTransformer(nn.Module):
+    """Per-frame GroupNorm (eps 1e-6), linear proj_in, one SpatialBlock, zero-init proj_out, residual."""
+
+    heads: int
+    head_dim: int = 64
+    text_length: int = 77
+    with_style: bool = True
+    style_scaled: bool = True
+    norm_groups: int = 32
+    dtype: Dtype = jnp.float32
+    attention: str = "xla"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array, multiplier: jax.Array | None) -> jax.Array:
+        n, h, w, c = x.shape
+        inner = self.heads * self.head_dim
+        y = GroupNorm(self.norm_groups, 1e-6, name="norm")(x).reshape(n, h * w, c)
+        y = dense(inner, ("embed", "heads"), name="proj_in", dtype=self.dtype)(y)
+        y = nn.with_logical_constraint(y, TOKEN_AXES)
+        y = SpatialBlock(self.heads, self.head_dim, self.text_length, self.with_style, self.style_scaled,
+                         self.dtype, self.attention, name="transformer_blocks_0")(y, context, multiplier)
+        y = dense(c, ("heads", "embed"), name="proj_out", dtype=self.dtype, kernel_init=ZEROS)(y)
+        return x + y.reshape(n, h, w, c)
+
+
+class TemporalBlock(nn.Module):
+    """Pre-LN: two temporal self-attentions with relative positions (attn1, attn2), then GEGLU ff."""
+
+    heads: int
+    head_dim: int = 64
+    max_distance: int = 16
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, frame_isolated: bool) -> jax.Array:
+        for i in (1, 2):
+            x = x + TemporalAttention(self.heads, self.head_dim, self.max_distance, self.dtype,
+                                      name=f"attn{i}")(LayerNorm(name=f"norm{i}")(x), frame_isolated)
+        return x + FeedForward(x.shape[-1], dtype=self.dtype, name="ff")(LayerNorm(name="norm3")(x))
+
+
+class TemporalTransformer(nn.Module):
+    """GroupNorm joint over frames (eps 1e-6), proj_in, TemporalBlock over (b·h·w, t, ·), proj_out.
+
+    `inner` is heads·head_dim (= channels in the U-Net blocks, 512 for init_attn, whose official
+    proj_in/out are k=1 Conv1d: the same map as a Linear).
+    """
+
+    heads: int
+    head_dim: int = 64
+    max_distance: int = 16
+    norm_groups: int = 32
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, frame_isolated: bool = False) -> jax.Array:
+        b, t, h, w, c = x.shape
+        inner = self.heads * self.head_dim
+        y = GroupNorm(self.norm_groups, 1e-6, name="norm")(x)
+        y = y.transpose(0, 2, 3, 1, 4).reshape(b * h * w, t, c)
+        y = dense(inner, ("embed", "heads"), name="proj_in", dtype=self.dtype)(y)
+        y = TemporalBlock(self.heads, self.head_dim, self.max_distance, self.dtype,
+                          name="transformer_blocks_0")(y, frame_isolated)
+        y = dense(c, ("heads", "embed"), name="proj_out", dtype=self.dtype, kernel_init=ZEROS)(y)
+        return x + y.reshape(b, h, w, t, c).transpose(0, 3, 1, 2, 4)

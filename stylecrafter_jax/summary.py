@@ -1,0 +1,87 @@
+"""Print the model's components, their parameter counts, what the stage trains and the U-Net FLOPs.
+
+python -m stylecrafter_jax.summary --config=configs/stage2.py [--json]
+Counts come from jax.eval_shape (nothing is materialised); FLOPs from XLA's cost analysis of one
+U-Net forward (batch 1, with style tokens) at the config's latent shape.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from configs.stages import stage_rules
+from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes
+from stylecrafter_jax.train.masks import count_by_label, label_params, path_string
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config), e.g. configs/stage1.py:tiny")
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+
+COMPONENTS = {
+    "unet": r"^unet/(?!.*/processor/)",
+    "unet.temporal": r"^unet/(init_attn_0/|(input_blocks_\d+|middle_block|output_blocks_\d+)/2/)",
+    "adapter": r"^adapter/|^unet/.*/processor/",
+    "adapter.style_transformer": r"^adapter/image_context_model/",
+    "adapter.scale_encoder": r"^adapter/scale_predictor/",
+    "adapter.style_kv": r"^unet/.*/processor/",
+}
+
+
+def component_counts(shapes: dict) -> dict[str, int]:
+    """Parameter count of each named component of the trained tree."""
+    leaves = [(path_string(p), int(np.prod(v.shape))) for p, v in jax.tree_util.tree_leaves_with_path(shapes)]
+    return {name: sum(n for path, n in leaves if re.search(pattern, path)) for name, pattern in COMPONENTS.items()}
+
+
+def unet_forward_flops(model: ml_collections.ConfigDict, shapes: dict) -> float:
+    """FLOPs of one U-Net forward (batch 1, style tokens on) from XLA's cost analysis of the lowered HLO."""
+    unet = build_unet(model)
+    inputs = example_inputs(model)
+    lowered = jax.jit(lambda p, x, t, c: unet.apply({"params": p}, x, t, c)).lower(
+        shapes["unet"], inputs["x"], inputs["timesteps"], inputs["context"])
+    return float(lowered.cost_analysis()["flops"])
+
+
+def summarize(config: ml_collections.ConfigDict) -> dict:
+    """The summary as a dict: components, trainable and frozen counts, U-Net forward FLOPs."""
+    shapes = nn.unbox(param_shapes(config.model))
+    counts = count_by_label(shapes, label_params(shapes, stage_rules(config.stage)))
+    return {
+        "components": component_counts(shapes),
+        "trainable": counts["train"],
+        "frozen": counts["frozen"],
+        "unet_forward_flops": unet_forward_flops(config.model, shapes),
+    }
+
+
+def format_table(summary: dict, config: ml_collections.ConfigDict) -> str:
+    """A human-readable table of the summary."""
+    m = config.model
+    rows = [f"model size {m.size}, stage {config.stage}, latent {m.frames}x{m.latent_height}x{m.latent_width}",
+            f"{'component':<28}{'parameters':>16}"]
+    rows += [f"{name:<28}{count:>16,}" for name, count in summary["components"].items()]
+    rows += [f"{'trainable (' + config.stage + ')':<28}{summary['trainable']:>16,}",
+             f"{'frozen':<28}{summary['frozen']:>16,}",
+             f"{'U-Net forward FLOPs':<28}{summary['unet_forward_flops'] / 1e12:>13.3f} T"]
+    return "\n".join(rows)
+
+
+def main(argv: list[str]) -> None:
+    """Entry point."""
+    del argv
+    config = _CONFIG.value
+    summary = summarize(config)
+    print(json.dumps(summary) if _JSON.value else format_table(summary, config))
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("config")
+    app.run(main, argv=sys.argv)
