@@ -1,0 +1,40 @@
+"""The trainer's entry point: `make_iterator(config.data)` builds the iterator that `data.kind` names."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from stylecrafter_jax.data.cached import cached_transform
+from stylecrafter_jax.data.mixing import MixedIterator
+from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions
+from stylecrafter_jax.data.readers import open_source, open_tfds
+from stylecrafter_jax.data.transforms import ImageTransform, VideoTransform
+from stylecrafter_jax.errors import ConfigError
+
+KINDS = ("images", "videos", "mixed", "cached")
+
+
+def _iterator(data: ml_collections.ConfigDict, kind: str, process_index: int | None, process_count: int | None,
+              shuffle: bool | None = None) -> DataIterator:
+    if kind == "cached":
+        source, transform, batch = open_tfds(data.cached.data_dir, data.cached.name), cached_transform, data.cached.batch_size
+    else:
+        transform = ImageTransform.from_config(data) if kind == "images" else VideoTransform.from_config(data)
+        source, batch = open_source(kind, data[kind], data.seed), data[kind].batch_size
+    return DataIterator(source, transform, global_batch=batch, seed=data.seed,
+                        shuffle=data.shuffle if shuffle is None else shuffle, process_index=process_index,
+                        process_count=process_count, loader=LoaderOptions.from_config(data))
+
+
+def make_iterator(data: ml_collections.ConfigDict, *, process_index: int | None = None,
+                  process_count: int | None = None) -> DataIterator | MixedIterator:
+    """Host-local batches for `data.kind`: "images" (stage 1), "videos", "mixed" (stage 2) or "cached".
+
+    `process_index` / `process_count` default to jax.process_index() / jax.process_count().
+    """
+    if data.kind not in KINDS:
+        raise ConfigError(f"data.kind={data.kind!r}; expected one of {KINDS}")
+    if data.kind == "mixed":
+        return MixedIterator(_iterator(data, "images", process_index, process_count),
+                             _iterator(data, "videos", process_index, process_count), data.image_ratio, data.seed)
+    return _iterator(data, data.kind, process_index, process_count)
