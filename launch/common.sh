@@ -1,0 +1,26 @@
+# shellcheck shell=bash
+# Helpers shared by the launchers; sourced, not run. DRY_RUN=1 makes `run` print only.
+
+# Stop with a message naming the launcher.
+die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
+# Print a command, quoted so that it can be pasted into a shell.
+show() {
+  local out="+" arg
+  for arg in "$@"; do
+    if [[ $arg =~ ^[A-Za-z0-9_./:=,@%+~-]+$ ]]; then out+=" $arg"; else out+=" '${arg//\'/\'\\\'\'}'"; fi
+  done
+  echo "$out"
+}
+
+# Run a command, or only print it under --dry-run.
+run() {
+  show "$@"
+  if [[ ${DRY_RUN:-0} == 0 ]]; then "$@"; fi
+}
+
+# The config file of training stage 1 or 2.
+stage_config() {
+  [[ $1 == 1 || $1 == 2 ]] || die "--stage must be 1 or 2, got '$1'"
+  echo "configs/stage$1.py"
+}
