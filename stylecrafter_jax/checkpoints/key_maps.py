@@ -1,33 +1,25 @@
 """Strict import and export of a Flax parameter tree through a per-leaf key function.
 
-A key function maps a Flax leaf (its "/"-joined path and rank) to a `KeySpec`: the torch key, the
-layout transform of `torch_layout`, and, for the q/k/v row blocks of a packed `in_proj_*` tensor,
-the block index. The expected torch shapes follow from the Flax shapes, so a state dict is checked
-as a whole (missing, unexpected and mis-shaped keys in one error) before anything is converted.
+A key function maps a Flax leaf (its "/"-joined path and rank) to an `official_keys.KeySpec`: the
+torch key, the layout transform of `torch_layout`, and, for the q/k/v row blocks of a packed
+`in_proj_*` tensor, the block index (`official_keys.unet_key` and `adapter_key` fit too). The
+expected torch shapes follow from the Flax shapes, so a state dict is checked as a whole (missing,
+unexpected and mis-shaped keys in one error) before anything is converted.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping
 
 import flax.linen as nn
 import numpy as np
 from flax import traverse_util
 
+from stylecrafter_jax.checkpoints.official_keys import KeySpec
 from stylecrafter_jax.checkpoints.torch_layout import check_state_dict, split_packed, to_flax, to_torch
 
 PACKED_PARTS = 3
-
-
-class KeySpec(NamedTuple):
-    """Where one Flax leaf lives in a torch state dict: key, transform and, if packed, its row block."""
-
-    torch_key: str
-    transform: str
-    part: int | None = None
-
-
 KeyFn = Callable[[str, int], KeySpec]
 
 

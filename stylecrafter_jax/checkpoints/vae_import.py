@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stylecrafter_jax.checkpoints.key_maps import (KeySpec, add_prefix, export_state_dict, flat_shapes,
-                                                   import_state_dict, select_prefix)
+from stylecrafter_jax.checkpoints.key_maps import (add_prefix, export_state_dict, flat_shapes, import_state_dict,
+                                                   select_prefix)
+from stylecrafter_jax.checkpoints.official_keys import KeySpec
 from stylecrafter_jax.models.vae import AutoencoderKL
 
 VAE_PREFIX = "first_stage_model."

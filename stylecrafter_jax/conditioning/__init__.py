@@ -1,0 +1,1 @@
+"""Text and image conditioning: the CLIP tokenizer, style-image preprocessing and the jitted frozen encoders."""
