@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from stylecrafter_jax.data.builder_base import MediaBuilder
+from stylecrafter_jax.data.builder_base import MediaBuilder, prepare
 from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.data.report import BuildReport
 from stylecrafter_jax.data.style_images import StyleImages
@@ -34,15 +32,8 @@ def build_dataset(kind: str, source: str, out: str, captions: str | None = None,
     """
     if kind not in BUILDERS:
         raise DataError(f"kind={kind!r}; expected one of {sorted(BUILDERS)}")
-    builder = BUILDERS[kind](source=source, captions=captions, options=options, data_dir=out)
-    target = Path(builder.data_dir)
-    if target.exists():
-        if not overwrite:
-            raise DataError(f"{target} already exists; pass overwrite=True (--overwrite) to rebuild it")
-        shutil.rmtree(target)
-    with tempfile.TemporaryDirectory() as downloads:  # tfds wants one; nothing is downloaded
-        builder.download_and_prepare(file_format="array_record", download_dir=downloads)
-    (target / REPORT_FILE).write_text(builder.report.to_json())
+    builder = prepare(BUILDERS[kind], out, overwrite, source=source, captions=captions, options=options)
+    (Path(builder.data_dir) / REPORT_FILE).write_text(builder.report.to_json())
     return builder.report
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import tensorflow_datasets as tfds
@@ -86,3 +89,18 @@ class MediaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 yield item.key, record
         if not self.report.written:
             raise DataError(f"source folder {self._source} has no usable {self.KIND}:\n{self.report.summary()}")
+
+
+def prepare(builder_class: type[tfds.core.GeneratorBasedBuilder], out: str, overwrite: bool, **kwargs: Any
+            ) -> tfds.core.GeneratorBasedBuilder:
+    """Builds `builder_class(data_dir=out, **kwargs)` as ArrayRecord; an existing version is an error unless
+    `overwrite`, which deletes it first."""
+    target = Path(out) / builder_class.name / str(builder_class.VERSION)
+    if target.exists():  # checked before the builder exists: tfds would load the old dataset's info
+        if not overwrite:
+            raise DataError(f"{target} already exists; pass overwrite=True (--overwrite) to rebuild it")
+        shutil.rmtree(target)
+    builder = builder_class(data_dir=out, **kwargs)
+    with tempfile.TemporaryDirectory() as downloads:  # tfds wants one; nothing is downloaded
+        builder.download_and_prepare(file_format="array_record", download_dir=downloads)
+    return builder

@@ -8,16 +8,14 @@ example; `num_epochs` > 1 stores that many differently augmented copies of every
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from stylecrafter_jax.data.builder_base import prepare
 from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions
 from stylecrafter_jax.data.readers import open_source
 from stylecrafter_jax.data.transforms import ImageTransform, VideoTransform
@@ -98,12 +96,6 @@ def build_cached_dataset(data: ml_collections.ConfigDict, kind: str, encoders: M
     first_out = _encode(encoders, first)
     specs = {name: (out.shape[1:], out.dtype) for name, out in first_out.items()}
     total = num_epochs * len(source)
-    builder = CachedExamples(specs=specs, examples=_records(first, first_out, iterator, encoders, total), data_dir=out)
-    target = Path(builder.data_dir)
-    if target.exists():
-        if not overwrite:
-            raise DataError(f"{target} already exists; pass overwrite=True to rebuild it")
-        shutil.rmtree(target)
-    with tempfile.TemporaryDirectory() as downloads:
-        builder.download_and_prepare(file_format="array_record", download_dir=downloads)
+    prepare(CachedExamples, out, overwrite, specs=specs,
+            examples=_records(first, first_out, iterator, encoders, total))
     return total
