@@ -21,17 +21,18 @@ KIND_OF_STAGE = {"stage1": "images", "stage2": "mixed", "full": "videos"}
 
 
 def _images(stage: str, tiny: bool, source: str) -> ml_collections.ConfigDict:
-    """Image source and augmentation: target centre crop `size`; style ref: short side -> style_resize,
-    random style_crop square, resized to style_output (the CLIP input; 0 keeps the crop)."""
+    """Image source and augmentation: target centre crop `size`; style ref: short side -> style_resize, random
+    style_crop square, resized to style_output squared (0 keeps the crop: the trainer then feeds it through
+    conditioning.preprocess.clip_pixels, the kornia 224 resize of the inference path)."""
     images = ml_collections.ConfigDict(dict(
         source=source, data_dir="", name="style_images", split="train",
         batch_size=256 if stage == "stage1" else 128,  # global; stage 2 per the paper (6a)
         size=(512, 512) if stage == "stage1" else (320, 512),  # stage 2 images match the video frames
-        style_resize=800, style_crop=512, style_output=224,
+        style_resize=800, style_crop=512, style_output=0,
         synthetic=dict(num_records=1024, size=(600, 800)),
     ))
     if tiny:
-        images.update(batch_size=8, size=(64, 64), style_resize=100, style_crop=64, style_output=32,
+        images.update(batch_size=8, size=(64, 64), style_resize=100, style_crop=64,
                       synthetic=dict(num_records=64, size=(80, 100)))
     return images
 
@@ -42,12 +43,12 @@ def _videos(tiny: bool, source: str) -> ml_collections.ConfigDict:
     videos = ml_collections.ConfigDict(dict(
         source=source, data_dir="", name="videos", split="train",
         batch_size=8, num_frames=16, stride_range=(1, 6), size=(320, 512),
-        style_frame="random", style_resize=500, style_crop=320, style_output=224, fps_max=0.0,
+        style_frame="random", style_resize=500, style_crop=320, style_output=0, fps_max=0.0,
         synthetic=dict(num_records=256, num_frames=48, size=(320, 568), fps=24.0),
     ))
     if tiny:
         videos.update(batch_size=2, num_frames=4, stride_range=(1, 2), size=(64, 64), style_resize=100,
-                      style_crop=64, style_output=32, synthetic=dict(num_records=16, num_frames=12, size=(64, 90),
+                      style_crop=64, synthetic=dict(num_records=16, num_frames=12, size=(64, 90),
                                                                      fps=24.0))
     return videos
 

@@ -16,7 +16,7 @@ def test_stage1_images_from_a_built_dataset(image_data_dir):
     data.images.data_dir = image_data_dir
     batch = next(make_iterator(data, process_index=0, process_count=1))
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
-        "image": ((8, 64, 64, 3), np.uint8), "style": ((8, 32, 32, 3), np.uint8), "caption": ((8,), object),
+        "image": ((8, 64, 64, 3), np.uint8), "style": ((8, 64, 64, 3), np.uint8), "caption": ((8,), object),
         "index": ((8,), np.int64)}
     assert all(c.startswith("a cat ") for c in batch["caption"])  # "a painting of" removed by the config rules
 
@@ -27,7 +27,7 @@ def test_videos_from_a_built_dataset_in_float(video_data_dir):
     data.dtype = "float32"
     batch = next(make_iterator(data, process_index=1, process_count=2))
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
-        "video": ((1, 4, 48, 64, 3), np.float32), "style": ((1, 32, 32, 3), np.float32), "caption": ((1,), object),
+        "video": ((1, 4, 48, 64, 3), np.float32), "style": ((1, 64, 64, 3), np.float32), "caption": ((1,), object),
         "fps": ((1,), np.float32), "frame_stride": ((1,), np.int32), "index": ((1,), np.int64)}
     assert -1 <= batch["video"].min() < batch["video"].max() <= 1
 
@@ -42,8 +42,8 @@ def test_full_size_synthetic_shapes():
     data.images.batch_size, data.videos.batch_size, data.worker_count = 2, 1, 0
     mixed = make_iterator(data, process_index=0, process_count=1)
     image, video = next(mixed.images), next(mixed.videos)
-    assert image["image"].shape == (2, 320, 512, 3) and image["style"].shape == (2, 224, 224, 3)
-    assert video["video"].shape == (1, 16, 320, 512, 3) and video["style"].shape == (1, 224, 224, 3)
+    assert image["image"].shape == (2, 320, 512, 3) and image["style"].shape == (2, 512, 512, 3)
+    assert video["video"].shape == (1, 16, 320, 512, 3) and video["style"].shape == (1, 320, 320, 3)
 
 
 def test_config_values():
