@@ -67,8 +67,9 @@ def export_state_dict(params: Any, key_fn: KeyFn) -> dict[str, np.ndarray]:
         leaf = np.asarray(leaf)
         spec = key_fn(path, leaf.ndim)
         blocks[spec.torch_key][spec.part] = to_torch(leaf, spec.transform)
-    return {key: np.ascontiguousarray(parts[None] if None in parts
-                                      else np.concatenate([parts[i] for i in range(PACKED_PARTS)], axis=0))
+    # np.asarray(order="C"), not np.ascontiguousarray, which turns 0-d tensors (logit_scale) into shape (1,).
+    return {key: np.asarray(parts[None] if None in parts
+                            else np.concatenate([parts[i] for i in range(PACKED_PARTS)], axis=0), order="C")
             for key, parts in blocks.items()}
 
 
