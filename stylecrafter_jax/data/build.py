@@ -9,9 +9,9 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 from stylecrafter_jax.data.builder_base import MediaBuilder, prepare
 from stylecrafter_jax.data.options import BuildOptions
@@ -33,7 +33,7 @@ def build_dataset(kind: str, source: str, out: str, captions: str | None = None,
     if kind not in BUILDERS:
         raise DataError(f"kind={kind!r}; expected one of {sorted(BUILDERS)}")
     builder = prepare(BUILDERS[kind], out, overwrite, source=source, captions=captions, options=options)
-    (Path(builder.data_dir) / REPORT_FILE).write_text(builder.report.to_json())
+    (epath.Path(builder.data_dir) / REPORT_FILE).write_text(builder.report.to_json())
     return builder.report
 
 

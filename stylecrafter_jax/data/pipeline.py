@@ -3,6 +3,7 @@
 A batch is a dict of numpy arrays with a fixed shape:
   images: image (b, h, w, 3), style (b, s, s, 3), caption (b,) object (str), index (b,) int64
   videos: video (b, t, h, w, 3), style (b, s, s, 3), caption, fps (b,) float32, frame_stride (b,) int32, index
+  cached: one array per stored encoder output (b, ...), caption, source_index (b,) int64, index
 Pixels are uint8 in [0, 255] (data.dtype "uint8") or float32 in [-1, 1] ("float32"). `index` is the record
 index in the source. `b` is the host batch: the configured global batch size / process count.
 """
@@ -10,18 +11,21 @@ index in the source. `b` is the host batch: the configured global batch size / p
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grain
-from absl import flags
 import ml_collections
 import numpy as np
+from absl import flags
 
 from stylecrafter_jax.data.order import ShardedOrder, example_rng
 from stylecrafter_jax.errors import ConfigError, DataError
 
 _STREAM_LENGTH = 2**62  # positions per process: the stream repeats epochs for as long as anyone reads
+_MAX_REPLACEMENTS = 8
+_UNREADABLE = (OSError, EOFError, SyntaxError, DataError)  # what decoding a damaged record raises
 
 
 def collate(examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -35,7 +39,11 @@ def collate(examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 @dataclasses.dataclass(frozen=True)
 class ExampleReader:
-    """Local position -> transformed example of the record the order assigns to it (picklable for workers)."""
+    """Local position -> transformed example of the record the order assigns to it (picklable for workers).
+
+    A record that cannot be read (storage damage; the builder validated every file) is logged and
+    replaced by the next record, deterministically, so one bad record never stops a run.
+    """
 
     source: Sequence[dict[str, Any]]
     order: ShardedOrder
@@ -43,10 +51,18 @@ class ExampleReader:
 
     def __call__(self, position: int) -> dict[str, Any]:
         global_index = self.order.global_index(position)
-        record_index = self.order.record(global_index)
-        example = self.transform(self.source[record_index], example_rng(self.order.seed, global_index))
-        example["index"] = np.int64(record_index)
-        return example
+        first = self.order.record(global_index)
+        for attempt in range(_MAX_REPLACEMENTS + 1):
+            record_index = (first + attempt) % self.order.num_records
+            try:
+                example = self.transform(self.source[record_index], example_rng(self.order.seed, global_index))
+            except _UNREADABLE as e:
+                logging.warning("data: record %d cannot be read (%s: %s); using the next record", record_index,
+                                type(e).__name__, e)
+                continue
+            example["index"] = np.int64(record_index)
+            return example
+        raise DataError(f"records {first} to {record_index} (of {self.order.num_records}) cannot be read")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import ml_collections
 import tensorflow_datasets as tfds
+from etils import epath
 
 from stylecrafter_jax.data.synthetic import SyntheticImages, SyntheticVideos
 from stylecrafter_jax.errors import ConfigError, DataError
 
 
-def _version_dir(data_dir: str, name: str) -> Path:
-    root = Path(data_dir) / name
+def _version_dir(data_dir: str, name: str) -> epath.Path:
+    root = epath.Path(data_dir) / name  # local or a bucket (gs://...)
     versions = [d for d in root.glob("*") if (d / "dataset_info.json").is_file()]
     if not versions:
         raise DataError(f"no built dataset {name!r} under data_dir={data_dir!r} (looked for {root}/<version>/"

@@ -134,3 +134,33 @@ def test_collate_stacks_arrays_and_keeps_strings():
     batch = collate([{"a": np.zeros(2), "c": "x"}, {"a": np.ones(2), "c": "yy"}])
     np.testing.assert_array_equal(batch["a"], [[0, 0], [1, 1]])
     assert batch["c"].dtype == object and list(batch["c"]) == ["x", "yy"]
+
+
+class _Damaged:
+    """A source whose records 3 and 4 cannot be decoded (what storage damage looks like)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        if index in (3, 4):
+            raise OSError(f"cannot identify image file (record {index})")
+        return self.source[index]
+
+
+def test_a_damaged_record_is_replaced_by_the_next(images, caplog):
+    unshuffled = _take(_iterator(_Damaged(images), global_batch=10, shuffle=False), 1)[0]
+    assert list(unshuffled["index"]) == [0, 1, 2, 5, 5, 5, 6, 7, 8, 9]
+    assert "record 3 cannot be read (OSError" in caplog.text
+
+
+def test_a_source_of_damaged_records_raises(images):
+    class _AllDamaged(_Damaged):
+        def __getitem__(self, index):
+            raise OSError("damaged")
+
+    with pytest.raises(DataError, match="records 0 to 8 \\(of 10\\) cannot be read"):
+        next(_iterator(_AllDamaged(images), global_batch=1, shuffle=False))
