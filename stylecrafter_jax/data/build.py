@@ -47,10 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="rebuild an existing dataset")
     for field in dataclasses.fields(BuildOptions):
         flag = "--" + field.name.replace("_", "-")
+        described = f"BuildOptions.{field.name} (default {field.default})"
         if field.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=described)
         else:
-            parser.add_argument(flag, type=type(field.default), default=field.default)
+            parser.add_argument(flag, type=type(field.default), default=field.default, help=described)
     return parser
 
 
