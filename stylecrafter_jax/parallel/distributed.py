@@ -104,14 +104,15 @@ def resolve_distributed_args(settings: Mapping[str, Any],
     several = (num_processes or 1) > 1 or slurm > 1
     if mode == "auto" and address is None and not several and _tpu_hosts(environ) <= 1:
         return None
-    if address is None and several:
-        raise ConfigError(f"{key}.coordinator_address is unset (and JAX_COORDINATOR_ADDRESS too) for a run of "
-                          f"{num_processes} processes; set it to HOST:PORT of process 0")
-    if address is not None and (num_processes is None or process_id is None):
-        raise ConfigError(f"{key}.coordinator_address={address!r} needs num_processes and process_id "
-                          f"(config, JAX_NUM_PROCESSES/JAX_PROCESS_ID or SLURM); got {num_processes}, {process_id}")
-    if num_processes is not None and not 0 <= process_id < num_processes:
-        raise ConfigError(f"{key}.process_id={process_id} is not in [0, num_processes={num_processes})")
+    if address is not None or several:
+        if address is None:
+            raise ConfigError(f"{key}.coordinator_address is unset (and JAX_COORDINATOR_ADDRESS too) for a run "
+                              f"of {num_processes} processes; set it to HOST:PORT of process 0")
+        if num_processes is None or process_id is None:
+            raise ConfigError(f"{key}.coordinator_address={address!r} needs num_processes and process_id (config, "
+                              f"JAX_NUM_PROCESSES/JAX_PROCESS_ID or SLURM); got {num_processes}, {process_id}")
+        if not 0 <= process_id < num_processes:
+            raise ConfigError(f"{key}.process_id={process_id} is not in [0, num_processes={num_processes})")
     return DistributedArgs(address, num_processes, process_id, device_ids, timeout_s,
                            source if address else "auto-detect")
 

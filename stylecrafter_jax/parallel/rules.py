@@ -15,10 +15,13 @@ MeshAxes = str | tuple[str, ...] | None
 Rules = tuple[tuple[str, MeshAxes], ...]
 
 DEFAULT_RULES: Rules = (
-    # Activations: the batch over data and fsdp, heads and channels over tensor, the rest whole.
+    # Activations: the batch over data and fsdp, heads over tensor, the rest whole. Channels stay whole
+    # (Megatron without sequence parallelism): with activation_embed -> tensor, XLA's SPMD partitioner
+    # (jax 0.10.2, Shardy and GSPMD alike) gives wrong weight gradients for a kernel sharded
+    # (tensor, fsdp) on a mesh where data, fsdp and tensor are all > 1.
     ("activation_batch", ("data", "fsdp")),
     ("activation_heads", "tensor"),
-    ("activation_embed", "tensor"),
+    ("activation_embed", None),
     ("activation_length", None),
     ("activation_frames", None),
     ("activation_height", None),
@@ -131,9 +134,9 @@ def shard_report(abstract_tree: Any, shardings: Any) -> list[ShardInfo]:
     leaves = jax.tree_util.tree_leaves_with_path(nn.unbox(abstract_tree))
     report = []
     for (path, leaf), sharding in zip(leaves, jax.tree.leaves(shardings)):
+        name = jax.tree_util.keystr(path, simple=True, separator="/")
         shard_shape = sharding.shard_shape(tuple(leaf.shape))
-        report.append(ShardInfo(jax.tree_util.keystr(path, simple=True, separator="/"), tuple(leaf.shape), sharding.spec,
-                                math.prod(leaf.shape), math.prod(shard_shape)))
+        report.append(ShardInfo(name, tuple(leaf.shape), sharding.spec, math.prod(leaf.shape), math.prod(shard_shape)))
     return report
 
 

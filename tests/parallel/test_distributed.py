@@ -188,3 +188,8 @@ def test_coordinator_waiting_for_absent_peers_exits_instead_of_hanging(tmp_path)
 def test_single_process_helpers():
     assert is_primary()
     assert process_tag() == "[host 0/1]"
+
+
+def test_always_on_one_process_leaves_everything_to_jax():
+    args = resolve_distributed_args(settings(initialize="always", num_processes=1), {})
+    assert args == DistributedArgs(None, 1, None, None, 300, "auto-detect")
