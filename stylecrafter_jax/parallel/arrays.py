@@ -72,10 +72,13 @@ def make_global_batch(local_batch: Any, mesh: Mesh) -> Any:
     distinct host parts (`process_data_shard`), and must divide over data x fsdp.
     """
     leaves, _ = jax.tree_util.tree_flatten_with_path(local_batch)
-    sizes = {jax.tree_util.keystr(path, simple=True, separator="/"): np.shape(leaf)[0] if np.ndim(leaf) else None
-             for path, leaf in leaves}
+    named = {jax.tree_util.keystr(path, simple=True, separator="/"): np.asarray(leaf) for path, leaf in leaves}
+    sizes = {name: array.shape[0] if array.ndim else None for name, array in named.items()}
     if len(set(sizes.values())) != 1 or None in sizes.values():
         raise ShapeError(f"local batch leaves must share one leading (batch) size; got {sizes}")
+    text = [name for name, array in named.items() if array.dtype.kind in "OSUV"]
+    if text:
+        raise ShapeError(f"local batch leaves {text} are not numeric arrays; tokenize or drop them first")
     local_size = next(iter(sizes.values()))
     _, count = process_data_shard(mesh)
     check_global_batch_size(local_size * count, mesh)

@@ -74,3 +74,9 @@ def test_leaves_with_different_batch_sizes_are_a_shape_error(meshes):
         make_global_batch(batch, meshes[(8, 1, 1)])
     with pytest.raises(ShapeError, match=r"share one leading"):
         make_global_batch({"step": np.zeros(())}, meshes[(8, 1, 1)])
+
+
+def test_text_leaves_are_a_shape_error(meshes):
+    batch = {"image": np.zeros((8, 2)), "caption": np.array(["a cat"] * 8)}
+    with pytest.raises(ShapeError, match=r"local batch leaves \['caption'\] are not numeric arrays"):
+        make_global_batch(batch, meshes[(8, 1, 1)])
