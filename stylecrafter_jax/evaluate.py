@@ -1,0 +1,149 @@
+"""Score stylized samples with the paper's metrics: `python -m stylecrafter_jax.evaluate --config=CONFIG ...`.
+
+    python -m stylecrafter_jax.evaluate --config=configs/evaluation.py:video \
+        --eval-json eval_data/eval_video_gen_single_ref_full.json --eval-root eval_data \
+        --samples RUN_DIR --out runs/eval [--limit N] \
+        --config.clip.checkpoint=CLIP_DIR --config.dino.checkpoint=DINO_DIR
+
+--samples: a run folder of the official `style_inference.py` or of `python -m stylecrafter_jax.sample`
+(`samples/EEEE_S.mp4|jpg`, `prompts/…`; PNG frame folders and images are read too). --checkpoint
+instead generates the samples first (not available yet: pass --samples). Writes into --out:
+metrics.json (requested / scored / skipped counts with reasons, the means, every sample's scores and
+the settings), per_style.{csv,md}, per_prompt.{csv,md}, contact_sheets/EEEE_S.png. Exit status 2 on
+bad input (nothing scored, a missing file under `on_missing=error`, a JSON that does not match the
+folder). Metric definitions: `stylecrafter_jax/evaluation/metrics.py`; choices: `configs/evaluation.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Sequence
+
+from absl import flags
+from ml_collections import config_flags
+
+from stylecrafter_jax.errors import ConfigError, DataError, StyleCrafterError
+from stylecrafter_jax.evaluation.encoders import build_metric_encoders
+from stylecrafter_jax.evaluation.flow import FlowEstimator
+from stylecrafter_jax.evaluation.metrics import OCCLUSION_ALPHA, OCCLUSION_BETA
+from stylecrafter_jax.evaluation.report import ContactSheets, write_outputs
+from stylecrafter_jax.evaluation.scoring import METRICS, Scorer, score_folder
+from stylecrafter_jax.evaluation.scoring import FolderScores
+from stylecrafter_jax.sampling.inputs import SampleRequest, read_eval_json
+
+SKIPS_SHOWN = 5
+
+
+def define_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
+    """Register the command's flags on `flag_values` (config overrides are read from `argv`)."""
+    config_flags.DEFINE_config_file("config", None, "Evaluation config, e.g. configs/evaluation.py:video",
+                                    flag_values=flag_values, sys_argv=list(argv))
+    fv = dict(flag_values=flag_values)
+    flags.DEFINE_string("eval-json", None, "Official evaluation JSON: a list of {prompt, style_path}.", **fv)
+    flags.DEFINE_string("eval-root", None, "Folder the JSON's style paths are relative to.", **fv)
+    flags.DEFINE_string("out", None, "Output folder for metrics.json, tables and contact sheets.", **fv)
+    flags.DEFINE_string("samples", None, "Run folder holding the samples to score.", **fv)
+    flags.DEFINE_string("checkpoint", None, "Generate the samples with these weights first (not available yet).",
+                        **fv)
+    flags.DEFINE_integer("limit", None, "Only the first N entries of the JSON (default: config.limit).", **fv)
+
+
+def settings(config, fv: flags.FlagValues, run_dir: str) -> dict:
+    """What the numbers depend on, recorded in metrics.json."""
+    return {
+        "eval_json": os.path.abspath(fv["eval-json"].value), "eval_root": os.path.abspath(fv["eval-root"].value),
+        "samples": os.path.abspath(run_dir), "mode": config.mode, "frames": config.frames,
+        "samples_per_entry": config.samples_per_entry, "on_missing": config.on_missing,
+        "clip": {"size": config.clip.size, "checkpoint": config.clip.checkpoint, "format": config.clip.format,
+                 "model": "OpenCLIP ViT-H/14 laion2b_s32b_b79k" if config.clip.size == "full" else "tiny (tests)"},
+        "dino": {"checkpoint": config.dino.checkpoint, "model": config.dino.model.to_dict(),
+                 "features": "CLS token of last_hidden_state (after the final layernorm)"},
+        "preprocessing": "bicubic short-side resize to the encoder size, centre crop; CLIP mean/std for CLIP, "
+                         "ImageNet mean/std for DINO",
+        "flow": {"library": "opencv", **config.flow.to_dict()},
+        "occlusion": {"alpha": OCCLUSION_ALPHA, "beta": OCCLUSION_BETA, "check": "forward-backward"},
+    }
+
+
+def _requests(fv: flags.FlagValues, config) -> list[SampleRequest]:
+    if fv["eval-json"].value is None or fv["eval-root"].value is None:
+        raise ConfigError("--eval-json and --eval-root are required")
+    limit = config.limit if fv.limit is None else fv.limit
+    if limit < 0:
+        raise ConfigError(f"--limit: got {limit}, expected an integer >= 0 (0: every entry)")
+    requests = read_eval_json(fv["eval-json"].value, fv["eval-root"].value)
+    return requests[:limit] if limit else requests
+
+
+def _run_dir(fv: flags.FlagValues) -> str:
+    if (fv.samples is None) == (fv.checkpoint is None):
+        raise ConfigError("give exactly one of --samples (score a run folder) or --checkpoint (generate, then score)")
+    if fv.checkpoint is not None:
+        raise ConfigError("--checkpoint: generating inside `evaluate` is not available yet; generate the samples "
+                          "with `python -m stylecrafter_jax.sample --eval-json ... --out RUN_DIR`, then pass "
+                          "--samples RUN_DIR")
+    if not os.path.isdir(fv.samples):
+        raise DataError(f"--samples {fv.samples!r} is not a directory")
+    return fv.samples
+
+
+def report_lines(scores: FolderScores, metrics: dict) -> list[str]:
+    """The console summary: counts, skip reasons (first few) and the means."""
+    lines = [f"scored {len(scores.rows)} of {scores.requested} requested samples"
+             + (f"; {len(scores.skipped)} skipped" if scores.skipped else "")
+             + (f"; {len(scores.truncated)} cut to the expected frame count" if scores.truncated else "")]
+    lines += [f"  skipped {s['name']}: {s['reason']}" for s in scores.skipped[:SKIPS_SHOWN]]
+    if len(scores.skipped) > SKIPS_SHOWN:
+        lines.append(f"  ... and {len(scores.skipped) - SKIPS_SHOWN} more (metrics.json lists all)")
+    lines += [f"{name:>12s}: {'n/a' if metrics[name] is None else f'{metrics[name]:.4f}'}" for name in METRICS]
+    return lines
+
+
+def run(fv: flags.FlagValues) -> dict:
+    """Score (or generate and score) the samples the parsed flags name; returns the metrics.json document."""
+    config = fv.config
+    if config is None:
+        raise ConfigError("--config is required, e.g. --config=configs/evaluation.py:video")
+    if fv.out is None:
+        raise ConfigError("--out is required: the folder for metrics.json, the tables and the contact sheets")
+    if config.on_missing not in ("skip", "error"):
+        raise ConfigError(f"config.on_missing: got {config.on_missing!r}, expected 'skip' or 'error'")
+    requests = _requests(fv, config)
+    run_dir = _run_dir(fv)
+    encoders = build_metric_encoders(config)
+    flow = FlowEstimator(config.flow.method, config.flow.dis_preset)
+    scorer = Scorer(encoders, flow, config.frames, max(r.num_refs for r in requests), fv["eval-root"].value)
+    sheets = ContactSheets(os.path.join(fv.out, "contact_sheets"), config.contact_sheet.frames,
+                           config.contact_sheet.height)
+    scores = score_folder(requests, run_dir, scorer, samples_per_entry=config.samples_per_entry,
+                          on_missing=config.on_missing,
+                          on_sample=lambda request, name, video: sheets.write(request.style_paths, name, video))
+    document = write_outputs(fv.out, scores, settings(config, fv, run_dir))
+    print("\n".join(report_lines(scores, document["metrics"])))
+    if not scores.rows:
+        raise DataError(f"no sample could be scored out of {scores.requested} requested (reasons in "
+                        f"{os.path.join(fv.out, 'metrics.json')})")
+    return document
+
+
+def main(argv: Sequence[str]) -> int:
+    """Parse argv (argv[0] is the program name), run, and return the exit status (2 on bad input)."""
+    fv = flags.FlagValues()
+    define_flags(fv, argv)
+    if any(arg in ("-h", "--help", "-help") for arg in argv[1:]):
+        print(__doc__ + "\nflags:\n" + fv.get_help(include_special_flags=False))
+        return 0
+    try:
+        rest = fv(list(argv))
+        if len(rest) > 1:
+            raise flags.Error(f"unexpected arguments {rest[1:]}")
+        run(fv)
+    except (flags.Error, StyleCrafterError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,62 @@
+"""Periodic evaluation inside training: sample a small fixed subset of an eval JSON, score it, return scalars.
+
+The training loop builds one `PeriodicEvaluator` (metric encoders, flow, cached text and reference
+embeddings) and calls it every N steps with a sample function closing over the current parameters;
+the returned dict (`eval/clip_text`, ..., `eval/samples`) is logged with the training scalars.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import ml_collections
+import numpy as np
+
+from stylecrafter_jax.errors import ConfigError, ShapeError
+from stylecrafter_jax.evaluation.encoders import MetricEncoders, build_metric_encoders
+from stylecrafter_jax.evaluation.flow import FlowEstimator
+from stylecrafter_jax.evaluation.report import summarize
+from stylecrafter_jax.evaluation.scoring import Scorer
+from stylecrafter_jax.sampling.inputs import SampleRequest, read_eval_json
+
+SampleFn = Callable[[Sequence[SampleRequest]], np.ndarray]
+"""`sample_fn(requests) -> uint8 videos (len(requests), frames, h, w, 3)` (frames = 1 for images)."""
+
+
+class PeriodicEvaluator:
+    """Scores what `sample_fn` generates for a fixed list of requests; returns {prefix + metric: mean}."""
+
+    def __init__(self, requests: Sequence[SampleRequest], encoders: MetricEncoders, flow: FlowEstimator,
+                 frames: int, root: str, prefix: str = "eval/"):
+        if not requests:
+            raise ConfigError("periodic evaluation: no request to sample (empty subset)")
+        self.requests, self.prefix = list(requests), prefix
+        self.scorer = Scorer(encoders, flow, frames, max(r.num_refs for r in requests), root)
+        for request in self.requests:
+            self.scorer.embed_references(request)
+
+    def __call__(self, sample_fn: SampleFn) -> dict[str, float]:
+        """Generate every request once with `sample_fn` and return the metric means and the sample count."""
+        videos = np.asarray(sample_fn(self.requests))
+        expected = (len(self.requests), self.scorer.frames)
+        if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[:2] != expected or videos.shape[-1] != 3:
+            raise ShapeError(f"sample_fn returned {videos.dtype} {videos.shape}, expected uint8 "
+                             f"({expected[0]}, {expected[1]}, h, w, 3)")
+        batch = self.scorer.encoders.batch_size
+        triples = [(request, 0, video) for request, video in zip(self.requests, videos)]
+        rows = [row for start in range(0, len(triples), batch)
+                for row in self.scorer.score(triples[start:start + batch])]
+        scalars = {self.prefix + name: value for name, value in summarize(rows).items() if value is not None}
+        scalars[self.prefix + "samples"] = float(len(rows))
+        return scalars
+
+
+def make_periodic_evaluator(config: ml_collections.ConfigDict, eval_json: str, eval_root: str,
+                            num_entries: int) -> PeriodicEvaluator:
+    """A PeriodicEvaluator over the first `num_entries` entries of `eval_json`, with an evaluation config's
+    encoders, flow and frame count (`configs/evaluation.py`)."""
+    if num_entries < 1:
+        raise ConfigError(f"periodic evaluation entries: got {num_entries}, expected an integer >= 1")
+    requests = read_eval_json(eval_json, eval_root)[:num_entries]
+    return PeriodicEvaluator(requests, build_metric_encoders(config),
+                             FlowEstimator(config.flow.method, config.flow.dis_preset), config.frames, eval_root)

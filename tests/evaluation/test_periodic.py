@@ -1,0 +1,45 @@
+"""Periodic evaluation inside training: scalars of a sample function on a small subset of an eval JSON."""
+
+import numpy as np
+import pytest
+
+from stylecrafter_jax.errors import ConfigError, ShapeError
+from stylecrafter_jax.evaluation.periodic import PeriodicEvaluator, make_periodic_evaluator
+from tests.evaluation.tiny_eval import moving_video, tiny_config, write_eval_set, write_metric_weights
+
+ENTRIES = [("A red kite over a beach.", "s/a.png"), ("A train in the mountains.", ["m/0.png", "m/1.png"]),
+           ("A dog running.", "s/a.png")]
+
+
+@pytest.fixture(scope="module")
+def evaluator(tmp_path_factory):
+    weights = write_metric_weights(str(tmp_path_factory.mktemp("weights")))
+    root = str(tmp_path_factory.mktemp("eval"))
+    return make_periodic_evaluator(tiny_config(weights), write_eval_set(root, ENTRIES), root, num_entries=2)
+
+
+def test_returns_prefixed_means_of_the_subset(evaluator):
+    seen = []
+
+    def sample_fn(requests):
+        seen.append([r.prompt for r in requests])
+        return np.stack([moving_video(r.entry, 4, 32, 64) for r in requests])
+
+    scalars = evaluator(sample_fn)
+    assert seen == [[ENTRIES[0][0], ENTRIES[1][0]]]  # the first num_entries entries, once each
+    assert set(scalars) == {"eval/clip_text", "eval/clip_style", "eval/dino_style", "eval/clip_temp",
+                            "eval/warp_error", "eval/samples"}
+    assert scalars["eval/samples"] == 2.0
+    rows = evaluator.scorer.score([(r, 0, moving_video(r.entry, 4, 32, 64)) for r in evaluator.requests])
+    for name in ("clip_text", "clip_style", "dino_style", "clip_temp", "warp_error"):
+        np.testing.assert_allclose(scalars[f"eval/{name}"], np.mean([row[name] for row in rows]), rtol=1e-12)
+    assert evaluator(sample_fn) == scalars  # the same videos give the same numbers
+
+
+def test_rejects_wrong_videos_and_empty_subsets(evaluator):
+    with pytest.raises(ShapeError, match=r"expected uint8 \(2, 4, h, w, 3\)"):
+        evaluator(lambda requests: np.zeros((2, 3, 32, 64, 3), np.uint8))
+    with pytest.raises(ShapeError, match="float32"):
+        evaluator(lambda requests: np.zeros((2, 4, 32, 64, 3), np.float32))
+    with pytest.raises(ConfigError, match="empty subset"):
+        PeriodicEvaluator([], evaluator.scorer.encoders, evaluator.scorer.flow, 4, "")
