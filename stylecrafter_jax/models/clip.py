@@ -57,7 +57,7 @@ class OpenCLIPTextTower(nn.Module):
                          embedding_init=partitioned(_normal(0.02), ("vocab", "embed")))
         positional = self.param("positional_embedding", partitioned(_normal(0.01), (None, "embed")),
                                 (self.context_length, self.width), jnp.float32)
-        self.param("logit_scale", nn.initializers.constant(math.log(1 / 0.07)), (), jnp.float32)
+        self.param("logit_scale", partitioned(nn.initializers.constant(math.log(1 / 0.07)), ()), (), jnp.float32)
         projection = self.param("text_projection", partitioned(_normal(self.width ** -0.5), ("embed", None)),
                                 (self.width, self.embed_dim), jnp.float32)
         causal = jnp.tril(jnp.ones((self.context_length, self.context_length), bool))[None, None]

@@ -112,8 +112,8 @@ class MidBlock(nn.Module):
         return ResnetBlock(c, self.dtype, name="block_2")(x)
 
 
-class Encoder(nn.Module):
-    """conv_in, `num_res_blocks` ResnetBlocks per level with a Downsample between levels, mid, GN, SiLU, conv_out."""
+class _Coder(nn.Module):
+    """Fields and output head (GN, SiLU, conv_out) shared by the encoder and the decoder."""
 
     ch: int
     ch_mult: Sequence[int]
@@ -121,6 +121,14 @@ class Encoder(nn.Module):
     out_channels: int
     dtype: Dtype = jnp.float32
     attention: str = "xla"
+
+    def output(self, h: jax.Array) -> jax.Array:
+        """norm_out → SiLU → conv_out."""
+        return conv(self.out_channels, 3, dtype=self.dtype, name="conv_out")(nn.silu(_norm("norm_out")(h)))
+
+
+class Encoder(_Coder):
+    """conv_in, `num_res_blocks` ResnetBlocks per level with a Downsample between levels, mid, GN, SiLU, conv_out."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -128,20 +136,11 @@ class Encoder(nn.Module):
         for level, mult in enumerate(self.ch_mult):
             resample = "down" if level != len(self.ch_mult) - 1 else "none"
             h = Level(self.ch * mult, self.num_res_blocks, resample, self.dtype, name=f"down_{level}")(h)
-        h = MidBlock(self.dtype, self.attention, name="mid")(h)
-        h = nn.silu(_norm("norm_out")(h))
-        return conv(self.out_channels, 3, dtype=self.dtype, name="conv_out")(h)
+        return self.output(MidBlock(self.dtype, self.attention, name="mid")(h))
 
 
-class Decoder(nn.Module):
+class Decoder(_Coder):
     """conv_in, mid, then levels from the deepest up (`num_res_blocks + 1` blocks, Upsample but at level 0), conv_out."""
-
-    ch: int
-    ch_mult: Sequence[int]
-    num_res_blocks: int
-    out_channels: int
-    dtype: Dtype = jnp.float32
-    attention: str = "xla"
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -151,8 +150,7 @@ class Decoder(nn.Module):
             resample = "up" if level != 0 else "none"
             h = Level(self.ch * self.ch_mult[level], self.num_res_blocks + 1, resample, self.dtype,
                       name=f"up_{level}")(h)
-        h = nn.silu(_norm("norm_out")(h))
-        return conv(self.out_channels, 3, dtype=self.dtype, name="conv_out")(h)
+        return self.output(h)
 
 
 class AutoencoderKL(nn.Module):
