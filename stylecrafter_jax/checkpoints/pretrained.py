@@ -1,0 +1,150 @@
+"""The converted-weights directory that train, sample and evaluate load their base weights from.
+
+Layout: `<directory>/<component>/` is one orbax checkpoint (`StandardCheckpointer`) per component
+(`unet`, `adapter`, `vae`, `text_encoder`, `image_encoder`, or any other name), and
+`<directory>/manifest.json` records the format version, the components with their parameter counts
+and whatever the writer adds (source files with sizes and sha256, model config, converter version).
+Loading checks every stored leaf against the caller's abstract tree first, so the weights of another
+model config fail with the component and leaf named instead of loading silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+from stylecrafter_jax.checkpoints.torch_layout import format_mismatch
+from stylecrafter_jax.errors import CheckpointMismatchError
+
+MANIFEST = "manifest.json"
+FORMAT = "stylecrafter-jax/pretrained"
+FORMAT_VERSION = 1
+
+
+def save_pretrained(directory: str, components: Mapping[str, Any], manifest: Mapping[str, Any], *,
+                    overwrite: bool = False) -> dict[str, Any]:
+    """Write one orbax checkpoint per component and `manifest.json`; returns the manifest written.
+
+    `manifest` holds what the writer wants recorded (sources, model config, converter version); the
+    format version and each component's parameter and leaf counts are added. A directory that already
+    has the manifest or one of the components is refused unless `overwrite`.
+    """
+    ensure_writable(directory, overwrite)
+    summary = {name: save_component(directory, name, params, overwrite=overwrite)
+               for name, params in components.items()}
+    return write_manifest(directory, manifest, summary, overwrite=overwrite)
+
+
+def ensure_writable(directory: str, overwrite: bool) -> None:
+    """FileExistsError if `directory` already holds converted weights and `overwrite` is off."""
+    if os.path.exists(os.path.join(directory, MANIFEST)) and not overwrite:
+        raise FileExistsError(f"{os.path.abspath(directory)} already holds converted weights ({MANIFEST}); "
+                              "choose another directory or overwrite")
+
+
+def save_component(directory: str, name: str, params: Any, *, overwrite: bool = False) -> dict[str, int]:
+    """Write one component as an orbax checkpoint `<directory>/<name>`; returns its parameter and leaf counts."""
+    path = os.path.join(os.path.abspath(directory), name)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another directory or overwrite")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    params = nn.unbox(params)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(path, params, force=overwrite)
+    checkpointer.wait_until_finished()
+    leaves = jax.tree.leaves(params)
+    return {"num_params": int(sum(np.size(leaf) for leaf in leaves)), "num_leaves": len(leaves)}
+
+
+def write_manifest(directory: str, manifest: Mapping[str, Any], components: Mapping[str, Mapping[str, int]], *,
+                   overwrite: bool = False) -> dict[str, Any]:
+    """Write `manifest.json` (the format fields, `manifest`, and the `components` summary); returns it."""
+    ensure_writable(directory, overwrite)
+    written = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "components": dict(components)}
+    with open(os.path.join(directory, MANIFEST), "w") as handle:
+        json.dump(written, handle, indent=2, sort_keys=True, default=_json_default)
+    return written
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"manifest value of type {type(value).__name__} is not JSON serialisable")
+
+
+def read_manifest(directory: str) -> dict[str, Any]:
+    """The manifest of a converted directory; CheckpointMismatchError if there is none or it is not ours."""
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        raise CheckpointMismatchError(f"{directory}: not a converted-weights directory (no {MANIFEST}); "
+                                      "create one with `python -m stylecrafter_jax.convert import`")
+    with open(path) as handle:
+        manifest = json.load(handle)
+    if manifest.get("format") != FORMAT or manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointMismatchError(f"{path}: format {manifest.get('format')!r} version "
+                                      f"{manifest.get('format_version')!r}, expected {FORMAT!r} <= {FORMAT_VERSION}")
+    return manifest
+
+
+def load_pretrained(directory: str, names: Sequence[str], abstract: Mapping[str, Any] | None = None,
+                    shardings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """{name: parameters} of the named components of a converted directory.
+
+    `abstract[name]` (a tree of ShapeDtypeStructs or arrays, boxed or not) is what the caller's model
+    expects: every stored leaf must match it in path and shape, else one CheckpointMismatchError names
+    the component and lists the missing, unexpected and mis-shaped leaves. `shardings[name]` is a
+    tree of shardings like it, or one sharding for every leaf; without shardings the leaves are numpy
+    arrays on the host.
+    """
+    available = read_manifest(directory)["components"]
+    checkpointer = ocp.StandardCheckpointer()
+    loaded = {}
+    for name in names:
+        if name not in available:
+            raise CheckpointMismatchError(f"{directory}: no component {name!r}; it holds {sorted(available)}")
+        path = os.path.join(os.path.abspath(directory), name)
+        stored = _stored_leaves(checkpointer.metadata(path))
+        target = stored
+        if abstract is not None and name in abstract:
+            target = {key: (tuple(leaf.shape), leaf.dtype) for key, leaf in
+                      traverse_util.flatten_dict(nn.unbox(abstract[name]), sep="/").items()}
+            _check_leaves(target, stored, source=f"{directory}: component {name!r}")
+        structs = {key: jax.ShapeDtypeStruct(shape, dtype) for key, (shape, dtype) in target.items()}
+        tree = traverse_util.unflatten_dict(structs, sep="/")
+        if shardings is not None and name in shardings:
+            tree = _with_shardings(tree, shardings[name])
+        loaded[name] = checkpointer.restore(path, tree)
+    return loaded
+
+
+def _stored_leaves(metadata: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """{"/"-joined path: (shape, dtype)} of an orbax checkpoint's metadata (old and new orbax APIs)."""
+    tree = getattr(metadata, "item_metadata", metadata)
+    tree = getattr(tree, "tree", tree)
+    return {key: (tuple(leaf.shape), leaf.dtype) for key, leaf in traverse_util.flatten_dict(tree, sep="/").items()}
+
+
+def _check_leaves(expected: Mapping[str, tuple], stored: Mapping[str, tuple], *, source: str) -> None:
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    misshaped = sorted(f"{key}: stored {stored[key][0]}, model {expected[key][0]}"
+                       for key in set(expected) & set(stored) if stored[key][0] != expected[key][0])
+    if missing or unexpected or misshaped:
+        raise CheckpointMismatchError(format_mismatch(source, missing, unexpected, misshaped)
+                                      + "\n  (were the weights converted for another model config?)")
+
+
+def _with_shardings(tree: Any, shardings: Any) -> Any:
+    if isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=shardings), tree)
+    return jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree,
+                        nn.unbox(shardings))
