@@ -6,9 +6,11 @@ Command (score the samples folder of a run of the official code or of `python -m
         --samples RUN_DIR --out runs/eval \
         --config.clip.checkpoint=CLIP-ViT-H-14-laion2B-s32B-b79K/ --config.dino.checkpoint=dino-vitb16/
 It writes metrics.json (requested and scored counts, the means, every sample), per-style and per-prompt
-tables (CSV and markdown) and one contact sheet per sample.
-`arg`: "video" (16 frames expected, default) or "image" (1 frame), optionally ",tiny" (tiny random-size
-encoders and 4-frame videos, for tests).
+tables (CSV and markdown) and one contact sheet per sample. With `--checkpoint DIR` (converted weights)
+instead of `--samples`, it first generates every entry into `--out/generated` with the `model` and
+`sampling` sections (those of configs/inference.py; `--config.sampling.steps=25` etc. override them).
+`arg`: "video" (16 frames expected, default) or "image" (1 frame), optionally ",tiny" (tiny encoders,
+and the toy model of configs/toy.py with its 4-frame 64x64 videos, for tests).
 
 Recorded choices (the paper does not fix them):
 - CLIP: OpenCLIP ViT-H/14 laion2b_s32b_b79k (as the authors said), projected embeddings.
@@ -22,7 +24,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs.inference import get_config as inference_config
+from configs.toy import get_config as toy_config
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.sampling.settings import switch_mode
 
 MODES = {"video": 16, "image": 1}
 ON_MISSING = ("skip", "error")
@@ -45,6 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if mode not in MODES or size not in ("full", "tiny") or len(parts) > 2:
         raise ConfigError(f"evaluation config arg {arg!r}: expected 'video' or 'image', optionally ',tiny'")
     tiny = size == "tiny"
+    generation = toy_config() if tiny else inference_config(mode)
+    switch_mode(generation.sampling, generation.model, mode)
     return ml_collections.ConfigDict(dict(
         mode=mode,
         frames=4 if tiny and mode == "video" else MODES[mode],  # expected per sample; fewer: skipped, more: cut
@@ -64,4 +71,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         ),
         flow=dict(method="dis", dis_preset="medium"),  # "dis" or "farneback"
         contact_sheet=dict(frames=8, height=128 if not tiny else 32),  # frames shown (evenly spaced), pixels
+        # generation (--checkpoint): the sampling model and settings, seed, samples per generation batch
+        model=generation.model,
+        sampling=generation.sampling,
+        seed=generation.seed,
+        workdir=generation.workdir,
+        generation_batch_size=1,
     ))

@@ -6,8 +6,9 @@
         --config.clip.checkpoint=CLIP_DIR --config.dino.checkpoint=DINO_DIR
 
 --samples: a run folder of the official `style_inference.py` or of `python -m stylecrafter_jax.sample`
-(`samples/EEEE_S.mp4|jpg`, `prompts/…`; PNG frame folders and images are read too). --checkpoint
-instead generates the samples first (not available yet: pass --samples). Writes into --out:
+(`samples/EEEE_S.mp4|jpg`, `prompts/…`; PNG frame folders and images are read too). --checkpoint DIR
+(converted weights) instead generates every entry first into --out/generated, with the config's `model`
+and `sampling` sections (every style file must exist then). Writes into --out:
 metrics.json (requested / scored / skipped counts with reasons, the means, every sample's scores and
 the settings), per_style.{csv,md}, per_prompt.{csv,md}, contact_sheets/EEEE_S.png. Exit status 2 on
 bad input (nothing scored, a missing file under `on_missing=error`, a JSON that does not match the
@@ -23,16 +24,21 @@ from typing import Sequence
 from absl import flags
 from ml_collections import config_flags
 
+from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
 from stylecrafter_jax.errors import ConfigError, DataError, StyleCrafterError
 from stylecrafter_jax.evaluation.encoders import build_metric_encoders
 from stylecrafter_jax.evaluation.flow import FlowEstimator
 from stylecrafter_jax.evaluation.metrics import OCCLUSION_ALPHA, OCCLUSION_BETA
 from stylecrafter_jax.evaluation.report import ContactSheets, write_outputs
-from stylecrafter_jax.evaluation.scoring import METRICS, Scorer, score_folder
-from stylecrafter_jax.evaluation.scoring import FolderScores
+from stylecrafter_jax.evaluation.scoring import METRICS, FolderScores, Scorer, score_folder
+from stylecrafter_jax.sampling.generate import generate_eval_samples
 from stylecrafter_jax.sampling.inputs import SampleRequest, read_eval_json
+from stylecrafter_jax.sampling.pipeline import SamplingPipeline
+from stylecrafter_jax.sampling.settings import check_sampling
+from stylecrafter_jax.sampling.weights import resolve_params
 
 SKIPS_SHOWN = 5
+GENERATED_SUBDIR = "generated"
 
 
 def define_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
@@ -44,9 +50,10 @@ def define_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_string("eval-root", None, "Folder the JSON's style paths are relative to.", **fv)
     flags.DEFINE_string("out", None, "Output folder for metrics.json, tables and contact sheets.", **fv)
     flags.DEFINE_string("samples", None, "Run folder holding the samples to score.", **fv)
-    flags.DEFINE_string("checkpoint", None, "Generate the samples with these weights first (not available yet).",
+    flags.DEFINE_string("checkpoint", None, "Converted weights: generate the samples into OUT/generated first.",
                         **fv)
     flags.DEFINE_integer("limit", None, "Only the first N entries of the JSON (default: config.limit).", **fv)
+    flags.DEFINE_bool("overwrite", False, "With --checkpoint: replace samples already in OUT/generated.", **fv)
 
 
 def settings(config, fv: flags.FlagValues, run_dir: str) -> dict:
@@ -66,26 +73,42 @@ def settings(config, fv: flags.FlagValues, run_dir: str) -> dict:
     }
 
 
-def _requests(fv: flags.FlagValues, config) -> list[SampleRequest]:
-    if fv["eval-json"].value is None or fv["eval-root"].value is None:
-        raise ConfigError("--eval-json and --eval-root are required")
+def _limit(fv: flags.FlagValues, config) -> int:
     limit = config.limit if fv.limit is None else fv.limit
     if limit < 0:
         raise ConfigError(f"--limit: got {limit}, expected an integer >= 0 (0: every entry)")
+    return limit
+
+
+def _requests(fv: flags.FlagValues, config) -> list[SampleRequest]:
+    if fv["eval-json"].value is None or fv["eval-root"].value is None:
+        raise ConfigError("--eval-json and --eval-root are required")
+    if (fv.samples is None) == (fv.checkpoint is None):
+        raise ConfigError("give exactly one of --samples (score a run folder) or --checkpoint (generate, then score)")
+    if fv.samples is not None and not os.path.isdir(fv.samples):
+        raise DataError(f"--samples {fv.samples!r} is not a directory")
     requests = read_eval_json(fv["eval-json"].value, fv["eval-root"].value)
+    limit = _limit(fv, config)
     return requests[:limit] if limit else requests
 
 
-def _run_dir(fv: flags.FlagValues) -> str:
-    if (fv.samples is None) == (fv.checkpoint is None):
-        raise ConfigError("give exactly one of --samples (score a run folder) or --checkpoint (generate, then score)")
-    if fv.checkpoint is not None:
-        raise ConfigError("--checkpoint: generating inside `evaluate` is not available yet; generate the samples "
-                          "with `python -m stylecrafter_jax.sample --eval-json ... --out RUN_DIR`, then pass "
-                          "--samples RUN_DIR")
-    if not os.path.isdir(fv.samples):
-        raise DataError(f"--samples {fv.samples!r} is not a directory")
-    return fv.samples
+def generate(fv: flags.FlagValues, config) -> str:
+    """Generate the JSON's entries with the weights of --checkpoint into OUT/generated; returns that folder."""
+    sampling = config.sampling
+    if (sampling.mode, sampling.frames) != (config.mode, config.frames):
+        raise ConfigError(f"sampling makes {sampling.mode} samples of {sampling.frames} frame(s) but the evaluation "
+                          f"expects {config.mode} samples of {config.frames}: set config.frames / config.mode to match")
+    check_sampling(sampling, config.model)
+    params, source = resolve_params(config, fv.checkpoint)
+    print(source, flush=True)
+    pipeline = SamplingPipeline(config.model, sampling, params, load_tokenizer(config.clip.tokenizer or None))
+    run_dir = os.path.join(fv.out, GENERATED_SUBDIR)
+    written = generate_eval_samples(pipeline, fv["eval-json"].value, fv["eval-root"].value, run_dir,
+                                    batch_size=config.generation_batch_size,
+                                    samples_per_prompt=config.samples_per_entry, limit=_limit(fv, config) or None,
+                                    overwrite=fv.overwrite)
+    print(f"generated {len(written)} samples into {run_dir} ({pipeline.num_steps} steps)", flush=True)
+    return run_dir
 
 
 def report_lines(scores: FolderScores, metrics: dict) -> list[str]:
@@ -110,8 +133,8 @@ def run(fv: flags.FlagValues) -> dict:
     if config.on_missing not in ("skip", "error"):
         raise ConfigError(f"config.on_missing: got {config.on_missing!r}, expected 'skip' or 'error'")
     requests = _requests(fv, config)
-    run_dir = _run_dir(fv)
     encoders = build_metric_encoders(config)
+    run_dir = fv.samples if fv.checkpoint is None else generate(fv, config)
     flow = FlowEstimator(config.flow.method, config.flow.dis_preset)
     scorer = Scorer(encoders, flow, config.frames, max(r.num_refs for r in requests), fv["eval-root"].value)
     sheets = ContactSheets(os.path.join(fv.out, "contact_sheets"), config.contact_sheet.frames,

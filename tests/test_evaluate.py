@@ -177,8 +177,11 @@ def test_bad_inputs_are_skipped_with_counts_or_refused(weights, eval_set, tmp_pa
     assert evaluate.main(flags(weights, json_path, root, str(tmp_path / "w"), "--samples", wrong)) == 2
     assert "does not match this JSON" in capsys.readouterr().err
 
-    assert evaluate.main(flags(weights, json_path, root, str(tmp_path / "c"), "--checkpoint", run)) == 2
-    assert "not available yet" in capsys.readouterr().err
+    assert evaluate.main(flags(weights, json_path, root, str(tmp_path / "c"), "--checkpoint", str(tmp_path / "no"))) == 2
+    assert "expected a converted checkpoint" in capsys.readouterr().err
+    both = flags(weights, json_path, root, str(tmp_path / "c"), "--checkpoint", run, "--samples", run)
+    assert evaluate.main(both) == 2
+    assert "exactly one of --samples" in capsys.readouterr().err
     assert evaluate.main(flags(weights, json_path, root, str(tmp_path / "c"))) == 2
     assert "exactly one of --samples" in capsys.readouterr().err
 

@@ -1,7 +1,8 @@
 """Periodic evaluation inside training: sample a small fixed subset of an eval JSON, score it, return scalars.
 
 The training loop builds one `PeriodicEvaluator` (metric encoders, flow, cached text and reference
-embeddings) and calls it every N steps with a sample function closing over the current parameters;
+embeddings) and calls it every N steps with a sample function closing over the current parameters
+(`pipeline_sample_fn` makes one from a `SamplingPipeline` whose `params` the loop keeps current);
 the returned dict (`eval/clip_text`, ..., `eval/samples`) is logged with the training scalars.
 """
 
@@ -17,7 +18,9 @@ from stylecrafter_jax.evaluation.encoders import MetricEncoders, build_metric_en
 from stylecrafter_jax.evaluation.flow import FlowEstimator
 from stylecrafter_jax.evaluation.report import summarize
 from stylecrafter_jax.evaluation.scoring import Scorer
-from stylecrafter_jax.sampling.inputs import SampleRequest, read_eval_json
+from stylecrafter_jax.sampling.generate import load_style_images
+from stylecrafter_jax.sampling.inputs import SampleRequest, batch_jobs, expand_samples, read_eval_json
+from stylecrafter_jax.sampling.pipeline import SamplingPipeline
 
 SampleFn = Callable[[Sequence[SampleRequest]], np.ndarray]
 """`sample_fn(requests) -> uint8 videos (len(requests), frames, h, w, 3)` (frames = 1 for images)."""
@@ -60,3 +63,19 @@ def make_periodic_evaluator(config: ml_collections.ConfigDict, eval_json: str, e
     requests = read_eval_json(eval_json, eval_root)[:num_entries]
     return PeriodicEvaluator(requests, build_metric_encoders(config),
                              FlowEstimator(config.flow.method, config.flow.dis_preset), config.frames, eval_root)
+
+
+def pipeline_sample_fn(pipeline: SamplingPipeline, seed: int) -> SampleFn:
+    """A SampleFn drawing sample i of the subset with noise fold_in(seed, i) from `pipeline` (its current
+    `params`), in batches split where the number of references changes."""
+    def sample(requests: Sequence[SampleRequest]) -> np.ndarray:
+        styles = load_style_images(requests)
+        videos: list[np.ndarray] = [np.empty(0)] * len(requests)
+        for batch in batch_jobs(expand_samples(requests), len(requests)):
+            images = np.stack([np.stack([styles[p] for p in job.request.style_paths]) for job in batch])
+            pixels = pipeline([job.request.prompt for job in batch], images, [job.index for job in batch], seed)
+            for job, video in zip(batch, pixels):
+                videos[job.index] = np.asarray(video)
+        return np.stack(videos)
+
+    return sample

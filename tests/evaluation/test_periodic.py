@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from stylecrafter_jax.errors import ConfigError, ShapeError
-from stylecrafter_jax.evaluation.periodic import PeriodicEvaluator, make_periodic_evaluator
+from stylecrafter_jax.evaluation.periodic import PeriodicEvaluator, make_periodic_evaluator, pipeline_sample_fn
 from tests.evaluation.tiny_eval import moving_video, tiny_config, write_eval_set, write_metric_weights
 
 ENTRIES = [("A red kite over a beach.", "s/a.png"), ("A train in the mountains.", ["m/0.png", "m/1.png"]),
@@ -43,3 +43,17 @@ def test_rejects_wrong_videos_and_empty_subsets(evaluator):
         evaluator(lambda requests: np.zeros((2, 4, 32, 64, 3), np.float32))
     with pytest.raises(ConfigError, match="empty subset"):
         PeriodicEvaluator([], evaluator.scorer.encoders, evaluator.scorer.flow, 4, "")
+
+
+def test_pipeline_sample_fn_batches_by_reference_count_and_keeps_order(evaluator):
+    calls = []
+
+    def fake_pipeline(prompts, style_images, indices, seed):
+        calls.append((list(prompts), style_images.shape, list(indices), seed))
+        return np.stack([moving_video(i, 4, 32, 64) for i in indices])
+
+    requests = evaluator.requests + [evaluator.requests[0]._replace(entry=2)]  # 1 ref, 2 refs, 1 ref
+    videos = pipeline_sample_fn(fake_pipeline, seed=5)(requests)
+    assert [c[2] for c in calls] == [[0], [1], [2]] and {c[3] for c in calls} == {5}
+    assert calls[1][1] == (1, 2, 512, 512, 3)  # references centre-cropped to 512 in [-1, 1], as sampling takes them
+    np.testing.assert_array_equal(videos, np.stack([moving_video(i, 4, 32, 64) for i in range(3)]))
