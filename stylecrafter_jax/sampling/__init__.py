@@ -1,0 +1,1 @@
+"""Stylized video and image generation: inputs, the jitted sampling pipeline and the output files."""

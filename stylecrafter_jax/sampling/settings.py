@@ -1,0 +1,77 @@
+"""Sampling settings that depend on the model: required components, pixel sizes, mode switching, checks.
+
+Light on purpose (no model code), so configs and the command line can use it before anything is built.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.sampling import get_sampling_config
+from stylecrafter_jax.diffusion.ddim import ddim_timesteps
+from stylecrafter_jax.diffusion.guidance import GUIDANCE_FORMS, GUIDANCE_MODES
+from stylecrafter_jax.errors import ConfigError
+
+LATENT_KINDS = ("vae", "pixels")
+_SIZE_KEYS = ("height", "width", "frames")
+
+
+def required_components(model: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The components sampling needs: the VAE only when the model diffuses VAE latents (`model.latent`)."""
+    kind = model.get("latent", "vae")
+    if kind not in LATENT_KINDS:
+        raise ConfigError(f"model.latent: got {kind!r}, expected one of {LATENT_KINDS}")
+    return ("unet", "adapter", "text_encoder", "image_encoder") + (("vae",) if kind == "vae" else ())
+
+
+def pixels_per_latent(model: ml_collections.ConfigDict) -> int:
+    """The VAE's downsampling factor (8 at full size), or 1 for a pixel-space model."""
+    return 2 ** (len(model.vae.ch_mult) - 1) if "vae" in required_components(model) else 1
+
+
+def size_multiple(model: ml_collections.ConfigDict) -> int:
+    """What height and width must divide by: the VAE factor times the U-Net's 2^(levels − 1) (64 at full size)."""
+    return pixels_per_latent(model) * 2 ** (len(model.unet.channel_mult) - 1)
+
+
+def check_sampling(sampling: ml_collections.ConfigDict, model: ml_collections.ConfigDict) -> None:
+    """ConfigError naming the first sampling setting that cannot work with this model."""
+    multiple = size_multiple(model)
+    for name in ("height", "width"):
+        value = sampling[name]
+        if not isinstance(value, int) or value < multiple or value % multiple:
+            raise ConfigError(f"sampling.{name}: got {value!r}, expected a positive multiple of {multiple} "
+                              f"(the VAE factor times the U-Net's downsampling, {model.size} model)")
+    if sampling.mode not in GUIDANCE_MODES:
+        raise ConfigError(f"sampling.mode: got {sampling.mode!r}, expected one of {GUIDANCE_MODES}")
+    if sampling.guidance_form not in GUIDANCE_FORMS:
+        raise ConfigError(f"sampling.guidance_form: got {sampling.guidance_form!r}, expected one of "
+                          f"{GUIDANCE_FORMS}")
+    ddim_timesteps(sampling.steps)
+    if not 0.0 <= sampling.eta <= 1.0:
+        raise ConfigError(f"sampling.eta: got {sampling.eta!r}, expected 0 <= eta <= 1")
+    if sampling.mode == "image" and sampling.frames != 1:
+        raise ConfigError(f"sampling.frames: got {sampling.frames!r}, expected 1 in image mode")
+    if not isinstance(sampling.frames, int) or sampling.frames < 1:
+        raise ConfigError(f"sampling.frames: got {sampling.frames!r}, expected an integer >= 1")
+    if not 0.0 <= sampling.style_weight <= 2.0:
+        raise ConfigError(f"sampling.style_weight: got {sampling.style_weight!r}, expected a value in [0, 2]")
+
+
+def switch_mode(sampling: ml_collections.ConfigDict, model: ml_collections.ConfigDict, mode: str) -> None:
+    """Set `sampling.mode` in place, with the sizes that go with it.
+
+    Sizes still at the old mode's defaults (320×512×16 video) take the new mode's (512×512 image);
+    other sizes keep height and width, with frames 1 for images and `model.frames` for videos.
+    """
+    if mode not in GUIDANCE_MODES:
+        raise ConfigError(f"--mode: got {mode!r}, expected one of {GUIDANCE_MODES}")
+    if mode == sampling.mode:
+        return
+    old, new = get_sampling_config(sampling.mode), get_sampling_config(mode)
+    if all(sampling[key] == old[key] for key in _SIZE_KEYS):
+        for key in _SIZE_KEYS:
+            sampling[key] = new[key]
+    else:
+        sampling.frames = 1 if mode == "image" else model.frames
+    sampling.mode = mode
