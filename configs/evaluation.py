@@ -30,7 +30,6 @@ from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.sampling.settings import switch_mode
 
 MODES = {"video": 16, "image": 1}
-ON_MISSING = ("skip", "error")
 
 
 def dino_config(size: str) -> ml_collections.ConfigDict:

@@ -21,6 +21,7 @@ import os
 import sys
 from typing import Sequence
 
+import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
@@ -56,8 +57,11 @@ def define_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
     flags.DEFINE_bool("overwrite", False, "With --checkpoint: replace samples already in OUT/generated.", **fv)
 
 
-def settings(config, fv: flags.FlagValues, run_dir: str) -> dict:
-    """What the numbers depend on, recorded in metrics.json."""
+def settings(config: ml_collections.ConfigDict, fv: flags.FlagValues, run_dir: str) -> dict:
+    """What the numbers depend on, recorded in metrics.json (with the sampling settings when generated here)."""
+    generation = None if fv.checkpoint is None else {
+        "checkpoint": os.path.abspath(fv.checkpoint), "model_size": config.model.size,
+        "sampling": config.sampling.to_dict()}
     return {
         "eval_json": os.path.abspath(fv["eval-json"].value), "eval_root": os.path.abspath(fv["eval-root"].value),
         "samples": os.path.abspath(run_dir), "mode": config.mode, "frames": config.frames,
@@ -70,17 +74,18 @@ def settings(config, fv: flags.FlagValues, run_dir: str) -> dict:
                          "ImageNet mean/std for DINO",
         "flow": {"library": "opencv", **config.flow.to_dict()},
         "occlusion": {"alpha": OCCLUSION_ALPHA, "beta": OCCLUSION_BETA, "check": "forward-backward"},
+        "generation": generation,
     }
 
 
-def _limit(fv: flags.FlagValues, config) -> int:
+def _limit(fv: flags.FlagValues, config: ml_collections.ConfigDict) -> int:
     limit = config.limit if fv.limit is None else fv.limit
     if limit < 0:
         raise ConfigError(f"--limit: got {limit}, expected an integer >= 0 (0: every entry)")
     return limit
 
 
-def _requests(fv: flags.FlagValues, config) -> list[SampleRequest]:
+def _requests(fv: flags.FlagValues, config: ml_collections.ConfigDict) -> list[SampleRequest]:
     if fv["eval-json"].value is None or fv["eval-root"].value is None:
         raise ConfigError("--eval-json and --eval-root are required")
     if (fv.samples is None) == (fv.checkpoint is None):
@@ -92,7 +97,7 @@ def _requests(fv: flags.FlagValues, config) -> list[SampleRequest]:
     return requests[:limit] if limit else requests
 
 
-def generate(fv: flags.FlagValues, config) -> str:
+def generate(fv: flags.FlagValues, config: ml_collections.ConfigDict) -> str:
     """Generate the JSON's entries with the weights of --checkpoint into OUT/generated; returns that folder."""
     sampling = config.sampling
     if (sampling.mode, sampling.frames) != (config.mode, config.frames):

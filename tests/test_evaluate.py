@@ -86,6 +86,7 @@ def test_scores_a_run_folder_writes_every_output_and_is_repeatable(weights, eval
     means = doc["metrics"]
     np.testing.assert_allclose(means["clip_style"], np.mean([r["clip_style"] for r in rows.values()]), rtol=1e-12)
     assert doc["settings"]["flow"]["method"] == "dis" and doc["settings"]["frames"] == 4
+    assert doc["settings"]["generation"] is None
     for name in ("per_style.csv", "per_style.md", "per_prompt.csv", "per_prompt.md"):
         assert os.path.getsize(os.path.join(first, name)) > 0
     with open(os.path.join(first, "per_style.csv")) as f:
@@ -156,7 +157,8 @@ def test_bad_inputs_are_skipped_with_counts_or_refused(weights, eval_set, tmp_pa
     assert "no sample file 0006_0.*" in reasons["0006_0"]
     assert len(os.listdir(os.path.join(out, "contact_sheets"))) == 4
 
-    strict = flags(weights, json_path, root, str(tmp_path / "strict"), "--samples", bad_run, "--config.on_missing=error")
+    strict = flags(weights, json_path, root, str(tmp_path / "strict"), "--samples", bad_run,
+                   "--config.on_missing=error")
     assert evaluate.main(strict) == 2
     assert "sample 0004_0" in capsys.readouterr().err
 
@@ -177,7 +179,8 @@ def test_bad_inputs_are_skipped_with_counts_or_refused(weights, eval_set, tmp_pa
     assert evaluate.main(flags(weights, json_path, root, str(tmp_path / "w"), "--samples", wrong)) == 2
     assert "does not match this JSON" in capsys.readouterr().err
 
-    assert evaluate.main(flags(weights, json_path, root, str(tmp_path / "c"), "--checkpoint", str(tmp_path / "no"))) == 2
+    no_weights = flags(weights, json_path, root, str(tmp_path / "c"), "--checkpoint", str(tmp_path / "no"))
+    assert evaluate.main(no_weights) == 2
     assert "expected a converted checkpoint" in capsys.readouterr().err
     both = flags(weights, json_path, root, str(tmp_path / "c"), "--checkpoint", run, "--samples", run)
     assert evaluate.main(both) == 2

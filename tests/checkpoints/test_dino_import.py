@@ -25,7 +25,8 @@ def test_key_names():
     assert hf_vit_key("encoder/layer_11/attention/attention/query/kernel", 2) == (
         "encoder.layer.11.attention.attention.query.weight", "dense", None)
     assert hf_vit_key("embeddings/patch_embeddings/projection/kernel", 4).transform == "conv"
-    assert hf_vit_key("encoder/layer_0/layernorm_before/scale", 1).torch_key == "encoder.layer.0.layernorm_before.weight"
+    layernorm = hf_vit_key("encoder/layer_0/layernorm_before/scale", 1)
+    assert layernorm.torch_key == "encoder.layer.0.layernorm_before.weight"
     assert hf_vit_key("layernorm/bias", 1).torch_key == "layernorm.bias"
     assert hf_vit_key("embeddings/cls_token", 3) == ("embeddings.cls_token", "as-is", None)
 

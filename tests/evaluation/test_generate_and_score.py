@@ -48,6 +48,7 @@ def test_generates_with_official_names_then_scores(tmp_path, capsys):
         doc = json.load(f)
     assert (doc["requested_samples"], doc["scored_samples"], doc["complete"]) == (2, 2, True)
     assert doc["settings"]["samples"] == os.path.abspath(generated)
+    assert doc["settings"]["generation"]["sampling"]["steps"] == 2
     assert all(row["frames"] == 4 and np.isfinite(row["warp_error"]) for row in doc["samples"])
     assert evaluate.main(argv) == 2  # the samples exist: refused without --overwrite
     assert "--overwrite" in capsys.readouterr().err
