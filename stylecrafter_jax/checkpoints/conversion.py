@@ -137,13 +137,13 @@ def convert_official(files: OfficialFiles, out: str, model: ml_collections.Confi
     names = tuple(names or default_components(files))
     _check_request(files, names)
     pretrained.ensure_writable(out, overwrite)
-    abstract = abstract_components(model, encoders, names)
-    modules = encoder_modules(encoders) if set(names) & set(ENCODERS) else {}
     read = lambda path: read_state_dict(path, unsafe_pickle=unsafe_pickle)  # noqa: E731
     base = read(files.videocrafter) if any(SOURCES[n] == "videocrafter" for n in names) else None
     schedule = "not read"
     if base is not None:
         schedule = check_videocrafter_keys(base, source=files.videocrafter, ignore=ignore)
+    abstract = abstract_components(model, encoders, names)
+    modules = encoder_modules(encoders) if set(names) & set(ENCODERS) else {}
     importers = {
         "unet": lambda: official_import.unet_from_official(
             base, abstract["unet"], temporal=read(files.temporal) if files.temporal else None,
