@@ -8,8 +8,9 @@
       --out FILE.pth|FILE.safetensors [--dtype float32|float16|bfloat16]
 
 `--config` is a model size of `configs/models.py` or a config file whose `get_config(ARG)` returns a
-config with a `model` section (and optionally an `encoders` section with `vae`, `text_encoder`,
-`image_encoder`); without one the encoders follow the size (`configs/encoders.py`).
+config with a `model` section, or a model section itself. The encoders come from a top-level `encoders`
+section (`vae`, `text_encoder`, `image_encoder`), else from the model section's own encoder sections,
+else from `configs/encoders.py` at the model's size.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def load_configs(spec: str) -> tuple[ml_collections.ConfigDict, ml_collections.C
         config = module.get_config(arg or None)
         model = config.model if "model" in config else config
         encoders = config.get("encoders")
+    if encoders is None:
+        encoders = conversion.model_encoder_configs(model)
     if encoders is None:
         try:
             encoders = conversion.encoder_configs(model.size)

@@ -72,6 +72,13 @@ def encoder_configs(size: str) -> ml_collections.ConfigDict:
                                       "image_encoder": encoders.image_encoder_config(size)})
 
 
+def model_encoder_configs(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict | None:
+    """The `vae`, `text_encoder` and `image_encoder` sections of a model config, or None if it has none."""
+    if all(name in model for name in ENCODERS):
+        return ml_collections.ConfigDict({name: model[name] for name in ENCODERS})
+    return None
+
+
 def encoder_modules(encoders: ml_collections.ConfigDict) -> dict[str, nn.Module]:
     """The frozen encoder modules built from their configs."""
     return {"vae": AutoencoderKL(**encoders.vae.to_dict()),
@@ -81,7 +88,11 @@ def encoder_modules(encoders: ml_collections.ConfigDict) -> dict[str, nn.Module]
 
 def abstract_components(model: ml_collections.ConfigDict, encoders: ml_collections.ConfigDict | None = None,
                         names: Sequence[str] = COMPONENTS) -> dict[str, Any]:
-    """{name: tree of ShapeDtypeStructs} of the stored components (eval_shape only, nothing allocated)."""
+    """{name: tree of ShapeDtypeStructs} of the stored components (eval_shape only, nothing allocated).
+
+    The encoders come from `encoders`, else from the model config's own encoder sections.
+    """
+    encoders = encoders if encoders is not None else model_encoder_configs(model)
     abstract = {}
     if {"unet", "adapter"} & set(names):
         abstract.update(trained_tree_to_components(nn.unbox(param_shapes(model))))
@@ -142,6 +153,7 @@ def convert_official(files: OfficialFiles, out: str, model: ml_collections.Confi
     schedule = "not read"
     if base is not None:
         schedule = check_videocrafter_keys(base, source=files.videocrafter, ignore=ignore)
+    encoders = encoders if encoders is not None else model_encoder_configs(model)
     abstract = abstract_components(model, encoders, names)
     modules = encoder_modules(encoders) if set(names) & set(ENCODERS) else {}
     importers = {

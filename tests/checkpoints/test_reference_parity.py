@@ -1,0 +1,138 @@
+"""Parity with the official StyleCrafter code: its U-Net and style adapter at a small config with random
+weights, converted through the official-layout importers, must give our outputs within 1e-4 (float32).
+
+Skipped unless STYLECRAFTER_REFERENCE_DIR points at a checkout of github.com/GongyeLiu/StyleCrafter (never
+vendored here). The official code runs on the local torch CPU build: without xformers it takes its einsum
+path, whose style attention is unscaled, so our U-Net runs with `style_attention_scaled=False`; its
+init_attn has 8 heads of `num_head_channels` and its ScaleEncoder a hidden width of 32.
+"""
+
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.models import model_config
+from stylecrafter_jax.checkpoints.components import components_to_trained_tree
+from stylecrafter_jax.checkpoints.conversion import abstract_components
+from stylecrafter_jax.checkpoints.official_import import adapter_from_official, unet_from_official
+from stylecrafter_jax.models.build import build_adapter, build_unet
+
+REFERENCE = os.environ.get("STYLECRAFTER_REFERENCE_DIR")
+pytestmark = pytest.mark.skipif(not REFERENCE, reason="STYLECRAFTER_REFERENCE_DIR is not set")
+TOLERANCE = 1e-4
+FRAMES, SIZE, IMAGE_TOKENS = 4, 8, 10
+
+
+def _model():
+    model = model_config("tiny")
+    model.unet.init_attn_heads = 8
+    model.unet.init_attn_head_dim = model.unet.num_head_channels
+    model.unet.style_attention_scaled = False
+    model.adapter.scale_mid_dim = 32
+    return model
+
+
+def _randomize(module, seed):
+    """Every parameter random: matrices ~ N(0, 1/fan_in), vectors named *weight ~ 1 + N(0, 0.01), others ~ N(0, 0.01)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=generator)
+            if p.ndim >= 2:
+                p.copy_(noise / math.sqrt(math.prod(p.shape[1:])))
+            else:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * noise)
+    return module.eval()
+
+
+@pytest.fixture(scope="module")
+def official():
+    """The official U-Net with the adapter's processors, and the adapter, random, from the checkout."""
+    import torch
+
+    sys.path.insert(0, REFERENCE)
+    try:
+        from lvdm.modules.encoders.adapter import StyleAdapterDualAttnAS
+        from lvdm.modules.networks.openaimodel3d import UNetModel
+    finally:
+        sys.path.remove(REFERENCE)
+    model = _model()
+    u, a = model.unet, model.adapter
+    torch.manual_seed(0)
+    unet = UNetModel(in_channels=u.in_channels, model_channels=u.model_channels, out_channels=u.out_channels,
+                     num_res_blocks=u.num_res_blocks, attention_resolutions=list(u.attention_resolutions),
+                     channel_mult=list(u.channel_mult), num_head_channels=u.num_head_channels, transformer_depth=1,
+                     context_dim=u.context_dim, use_linear=True, use_checkpoint=False, temporal_conv=False,
+                     temporal_attention=True, temporal_selfatt_only=True, use_relative_position=True,
+                     use_causal_attention=False, temporal_length=u.temporal_max_distance, addition_attention=True)
+    n_cross = build_unet(model).num_cross_attention_layers
+    adapter = StyleAdapterDualAttnAS(
+        image_context_config={"target": "lvdm.modules.encoders.adapter.StyleTransformer",
+                              "params": dict(in_dim=a.image_dim, out_dim=a.context_dim, num_heads=a.style_heads,
+                                             num_tokens=a.style_tokens, n_layers=a.style_layers)},
+        scale_predictor_config={"target": "lvdm.modules.encoders.adapter.ScaleEncoder",
+                                "params": dict(in_dim=a.context_dim, out_dim=1, num_heads=a.scale_heads,
+                                               num_tokens=n_cross, n_layers=a.scale_layers)},
+        scale=1.0, use_norm=True)
+    adapter.create_cross_attention_adapter(unet)
+    return _randomize(unet, 1), _randomize(adapter, 2)
+
+
+@pytest.fixture(scope="module")
+def ours(official):
+    unet, adapter = official
+    model = _model()
+    abstract = abstract_components(model, names=("unet", "adapter"))
+    numpy = lambda state: {k: v.detach().numpy() for k, v in state.items()}  # noqa: E731
+    unet_state = {"model.diffusion_model." + k: v for k, v in numpy(unet.state_dict()).items()}
+    assert any(".attn2.processor." in k for k in unet_state)  # the merged aliases are there, and ignored
+    params = components_to_trained_tree({"unet": unet_from_official(unet_state, abstract["unet"]),
+                                         "adapter": adapter_from_official(numpy(adapter.state_dict()),
+                                                                          abstract["adapter"])})
+    return model, params
+
+
+def _inputs(model):
+    rng = np.random.default_rng(3)
+    return dict(x=rng.standard_normal((1, 4, FRAMES, SIZE, SIZE), np.float32),
+                t=np.array([537]),
+                text=rng.standard_normal((1, model.unet.text_length, model.unet.context_dim), np.float32),
+                image=rng.standard_normal((1, IMAGE_TOKENS, model.adapter.image_dim), np.float32))
+
+
+def test_unet_output_with_and_without_style_tokens_matches_the_official_code(official, ours):
+    import torch
+
+    unet, adapter = official
+    model, params = ours
+    inputs = _inputs(model)
+    with torch.no_grad():
+        text, image = torch.from_numpy(inputs["text"]), torch.from_numpy(inputs["image"])
+        style = adapter.image_context_model(image)
+        scales = adapter.scale_predictor(torch.cat([style, text], dim=1))
+        x, t = torch.from_numpy(inputs["x"]), torch.from_numpy(inputs["t"])
+        reference_style = unet(x, t, context=text, append_to_context=style, scale_scalar=scales).numpy()
+        reference_plain = unet(x, t, context=text).numpy()
+
+    our_style, our_scales = jax.jit(build_adapter(model).apply)({"params": params["adapter"]}, inputs["image"],
+                                                                inputs["text"])
+    np.testing.assert_allclose(our_style, style.numpy(), atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(our_scales, scales.numpy()[..., 0], atol=TOLERANCE, rtol=0)
+    apply = jax.jit(build_unet(model).apply)
+    x = jnp.asarray(inputs["x"].transpose(0, 2, 3, 4, 1))
+    ours_style = apply({"params": params["unet"]}, x, inputs["t"], jnp.concatenate([inputs["text"], our_style], 1),
+                       1.0 + our_scales)
+    ours_plain = apply({"params": params["unet"]}, x, inputs["t"], jnp.asarray(inputs["text"]))
+    to_ncthw = lambda y: np.asarray(y).transpose(0, 4, 1, 2, 3)  # noqa: E731
+    errors = {"with style": np.abs(to_ncthw(ours_style) - reference_style).max(),
+              "without style": np.abs(to_ncthw(ours_plain) - reference_plain).max()}
+    print(f"max |ours - official| (output std {reference_style.std():.3f}): {errors}")
+    assert np.abs(reference_style - reference_plain).max() > 100 * TOLERANCE  # the style branch matters
+    assert max(errors.values()) < TOLERANCE, errors
