@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs.encoders import image_encoder_config, text_encoder_config, vae_config
+
 SIZES = ("full", "medium", "tiny")
 
 
@@ -18,7 +20,7 @@ def unet_config(size: str) -> ml_collections.ConfigDict:
                 norm_groups=32, style_adapter=True, style_attention_scaled=True)
     overrides = {
         "full": {},
-        "medium": dict(model_channels=64, channel_mult=(1, 2, 4), num_head_channels=32, context_dim=256,
+        "medium": dict(model_channels=64, channel_mult=(1, 2, 4), num_head_channels=32, context_dim=64,
                        init_attn_heads=4, init_attn_head_dim=32),
         "tiny": dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2),
                      num_head_channels=16, context_dim=64, init_attn_heads=2, init_attn_head_dim=16),
@@ -32,7 +34,7 @@ def adapter_config(size: str) -> ml_collections.ConfigDict:
                 scale_layers=2, scale_mid_dim=32)
     overrides = {
         "full": {},
-        "medium": dict(image_dim=256, context_dim=256, style_heads=4, style_layers=2, scale_heads=4,
+        "medium": dict(image_dim=64, context_dim=64, style_heads=4, style_layers=2, scale_heads=4,
                        scale_layers=1),
         "tiny": dict(image_dim=64, context_dim=64, style_heads=2, style_tokens=4, style_layers=1, scale_heads=2,
                      scale_layers=1, scale_mid_dim=8),
@@ -46,12 +48,21 @@ def latent_shape(size: str) -> tuple[int, int, int]:
 
 
 def model_config(size: str) -> ml_collections.ConfigDict:
-    """The `model` section: size name, sub-models, compute dtype, attention kernel, remat policy."""
+    """The `model` section: size name, sub-models, compute dtype, attention kernel, remat policy.
+
+    `latent` is "vae" (the KL VAE's scaled latents, the reference) or "pixels" (no VAE: the U-Net
+    diffuses the image itself, for the toy).
+    """
     frames, height, width = latent_shape(size)
+    encoders = "full" if size == "full" else "tiny"
     return ml_collections.ConfigDict(dict(
         size=size,
         unet=unet_config(size),
         adapter=adapter_config(size),
+        text_encoder=text_encoder_config(encoders),
+        image_encoder=image_encoder_config(encoders),
+        vae=vae_config(encoders),
+        latent="vae",
         frames=frames,
         latent_height=height,
         latent_width=width,

@@ -1,0 +1,64 @@
+"""The frozen base weights of a run: loaded from a converted checkpoint directory, or random (the toy)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import ml_collections
+from jax.sharding import Mesh
+
+from stylecrafter_jax.checkpoints.components import trained_tree_to_components
+from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
+from stylecrafter_jax.parallel.init import init_sharded
+from stylecrafter_jax.parallel.rules import logical_shardings
+from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
+from stylecrafter_jax.train.init import copy_text_kv_to_style_kv
+from stylecrafter_jax.train.state import TrainState, merge, trainable
+
+ENCODER_NAMES = ("text_encoder", "image_encoder", "vae")
+
+
+def load_base_weights(config: ml_collections.ConfigDict, state: TrainState, mesh: Mesh, labels: dict, *,
+                      log: Callable[[str], None] = print) -> tuple[TrainState, dict[str, Any]]:
+    """(state with the base weights in place, frozen encoder parameters), every leaf in its sharding."""
+    encoders = build_encoders(config.model)
+    init_encoders = functools.partial(init_encoder_params, encoders)
+    key = jax.random.PRNGKey(config.seed + 2)
+    params = state.params
+    loaded_adapter = False
+    if config.pretrained:
+        available = set(read_manifest(config.pretrained).get("components", {}))
+        encoder_names = [n for n in ENCODER_NAMES if n != "vae" or encoders.vae is not None]
+        encoder_abstract = jax.eval_shape(init_encoders, key)
+        abstract = {name: _with_shardings(encoder_abstract[name], mesh, config) for name in encoder_names}
+        components = trained_tree_to_components(params)
+        for name in ("unet", "adapter"):
+            if name in available:
+                abstract[name] = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+                                              components[name])
+        loaded = load_pretrained(config.pretrained, sorted(abstract), abstract=abstract)
+        encoder_params = {name: loaded[name] for name in encoder_names}
+        if "unet" in loaded:
+            params = merge(params, {"unet": loaded["unet"]})
+        if "adapter" in loaded:
+            loaded_adapter = True
+            params = merge(params, {"adapter": loaded["adapter"]["adapter"], "unet": loaded["adapter"]["processors"]})
+        log(f"base weights from {config.pretrained}: {', '.join(sorted(loaded))}")
+    else:
+        encoder_params, _ = init_sharded(init_encoders, key, mesh=mesh, rules=config.mesh.rules)
+        log("base weights: random initialisation (no config.pretrained)")
+    if config.stage == "stage1" and not loaded_adapter:
+        shardings = jax.tree.map(lambda a: a.sharding, params["unet"])
+        params = {**params, "unet": jax.jit(copy_text_kv_to_style_kv, out_shardings=shardings)(params["unet"])}
+    ema = None if state.ema is None else trainable(params, labels)
+    return state.replace(params=params, ema=ema), encoder_params
+
+
+def _with_shardings(boxed_abstract: Any, mesh: Mesh, config: ml_collections.ConfigDict) -> Any:
+    """ShapeDtypeStructs carrying the rule-given shardings of a boxed abstract tree."""
+    shardings = logical_shardings(boxed_abstract, mesh, config.mesh.rules)
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed_abstract),
+                        shardings)

@@ -1,0 +1,22 @@
+"""Export of a finished run in the converted-checkpoint format that `sample` and `evaluate` load."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jax
+import ml_collections
+
+from stylecrafter_jax.checkpoints.components import trained_tree_to_components
+from stylecrafter_jax.checkpoints.pretrained import save_pretrained
+from stylecrafter_jax.train.state import TrainState
+
+
+def export_run(config: ml_collections.ConfigDict, state: TrainState, encoder_params: dict[str, Any],
+               directory: str) -> None:
+    """Write every component (U-Net, adapter, the frozen encoders) of the run's final weights to `directory`."""
+    components = {**trained_tree_to_components(state.params), **encoder_params}
+    manifest = {"source": "training", "stage": config.stage, "step": int(jax.device_get(state.step)),
+                "model_config": json.loads(config.model.to_json_best_effort())}
+    save_pretrained(directory, components, manifest)

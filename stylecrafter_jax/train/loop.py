@@ -1,0 +1,202 @@
+"""The training run, as one linear function in sections: mesh, input, models, state, restore, compile, loop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from configs.stages import stage_rules
+from stylecrafter_jax.checkpoints.run_checkpoints import RunCheckpointer
+from stylecrafter_jax.conditioning.encoders import encode_text_context
+from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
+from stylecrafter_jax.data.captions import clean_caption
+from stylecrafter_jax.data.iterators import make_iterator
+from stylecrafter_jax.diffusion.schedule import make_schedule
+from stylecrafter_jax.errors import ConfigError, StyleCrafterError
+from stylecrafter_jax.models.build import build_adapter, build_unet
+from stylecrafter_jax.parallel.arrays import batch_sharding, check_global_batch_size, make_global_batch, \
+    process_data_shard
+from stylecrafter_jax.parallel.distributed import is_primary, maybe_initialize
+from stylecrafter_jax.parallel.init import activation_rules
+from stylecrafter_jax.parallel.mesh import create_mesh, describe_mesh
+from stylecrafter_jax.train.base_weights import load_base_weights
+from stylecrafter_jax.train.encode import build_encoders, encode_batch
+from stylecrafter_jax.train.export import export_run
+from stylecrafter_jax.train.init import create_state, stage_labels
+from stylecrafter_jax.train.logger import MetricsLogger
+from stylecrafter_jax.train.loss import LossModels
+from stylecrafter_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from stylecrafter_jax.train.state import TrainState, merge, trainable
+from stylecrafter_jax.train.step import compile_step, make_step_fn
+from stylecrafter_jax.train.throughput import peak_flops_per_device, throughput
+from stylecrafter_jax.train.workdir import check_workdir
+
+IMAGE_MODES = {"stage2": "frame_isolated"}
+
+
+class TrainingStopped(StyleCrafterError, RuntimeError):
+    """The run stopped on a non-finite loss or gradient; the message names the step."""
+
+
+def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train `config` from scratch or from the newest checkpoint in `config.workdir`; returns a summary."""
+    # ---------------------------------------------------------------- mesh and work directory
+    maybe_initialize(config.mesh.distributed)
+    mesh = create_mesh(config.mesh)
+    primary = is_primary()
+    log(f"mesh {describe_mesh(mesh)}; process {jax.process_index()} of {jax.process_count()}")
+    check_workdir(config, write=primary)
+    stage_rules(config.stage)
+
+    # ---------------------------------------------------------------- input
+    for batch_size in _batch_sizes(config):
+        check_global_batch_size(batch_size, mesh)
+    host_index, host_count = process_data_shard(mesh)
+    data = make_iterator(config.data, process_index=host_index, process_count=host_count)
+    tokenizer = load_tokenizer(context_length=config.model.text_encoder.context_length)
+    empty_tokens = tokenizer([""])
+
+    # ---------------------------------------------------------------- models and optimizer
+    encoders = build_encoders(config.model)
+    labels = stage_labels(config)
+    tx = make_optimizer(config.train, labels)
+    schedule = make_schedule()
+    lr_at = learning_rate_schedule(config.train)
+
+    # ---------------------------------------------------------------- state, born sharded
+    state, state_shardings = create_state(config, tx, labels, mesh)
+    state, encoder_params = load_base_weights(config, state, mesh, labels, log=log)
+    empty_context = encode_text_context(encoders.text, encoder_params["text_encoder"], jnp.asarray(empty_tokens))
+    models = LossModels(build_unet(config.model), build_adapter(config.model), schedule, empty_context)
+
+    # ---------------------------------------------------------------- restore
+    checkpointer = RunCheckpointer(os.path.join(config.workdir, "checkpoints"), keep=config.train.keep_checkpoints,
+                                   every=config.train.checkpoint_every, asynchronous=config.train.async_checkpoint)
+    start = checkpointer.latest_step()
+    if start is not None:
+        restored, data_state = checkpointer.restore(start, _checkpoint_tree(state, labels))
+        state = _from_checkpoint_tree(state, restored)
+        data.set_state(data_state)
+        log(f"resumed from step {start} ({checkpointer.directory})")
+    start = int(state.step)
+
+    # ---------------------------------------------------------------- compile on first use, loop
+    stop = {"signal": None}
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+    logger = MetricsLogger(config.workdir, primary=primary, total_steps=config.train.steps, start_step=start,
+                           print_fn=log)
+    compiled: dict[str, tuple[Callable, float]] = {}
+    peak = peak_flops_per_device(config.train.peak_flops_per_device)
+    pending = None
+    window = {"start": time.perf_counter(), "steps": 0, "flops": 0.0, "examples": 0}
+    step = start
+    try:
+        while step < config.train.steps:
+            raw = next(data)
+            kind, host_batch = _host_batch(raw, config, tokenizer)
+            encoded = _encode(encoders, encoder_params, make_global_batch(host_batch, mesh), config.seed, step)
+            if kind not in compiled:
+                compile_start = time.perf_counter()
+                mode = IMAGE_MODES.get(config.stage, "skip") if kind == "images" else "full"
+                with activation_rules(mesh, config.mesh.rules):
+                    compiled[kind] = compile_step(
+                        make_step_fn(models, tx, labels, config.train, mode), state, _abstract(encoded),
+                        state_shardings=state_shardings, batch_shardings=batch_sharding(mesh), log=log,
+                        name=f"{config.stage} step on {kind} {tuple(encoded['latents'].shape)}")
+                window["start"] += time.perf_counter() - compile_start  # compile time is not step time
+            step_fn, step_flops = compiled[kind]
+            state, metrics = step_fn(state, encoded)
+            _check_finite(pending)
+            pending = (step + 1, metrics)
+            step += 1
+            logger.advance()
+            window["steps"] += 1
+            window["flops"] += step_flops
+            window["examples"] += encoded["latents"].shape[0]
+            if step % config.train.log_every == 0 or step == config.train.steps:
+                _check_finite(pending)
+                scalars = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"}
+                scalars["lr"] = float(lr_at(step - 1))
+                scalars.update(throughput(steps=window["steps"], seconds=time.perf_counter() - window["start"],
+                                          examples=window["examples"], flops=window["flops"],
+                                          num_devices=mesh.size, peak_per_device=peak))
+                logger.log(step, scalars)
+                window = {"start": time.perf_counter(), "steps": 0, "flops": 0.0, "examples": 0}
+            checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state())
+            if stop["signal"] is not None or checkpointer.reached_preemption(step):
+                checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state(), force=True)
+                log(f"stopping at step {step} on preemption; checkpoint saved")
+                break
+        _check_finite(pending)
+        if step == config.train.steps and checkpointer.latest_step() != step:
+            checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state(), force=True)
+    finally:
+        checkpointer.close()
+        logger.close()
+        signal.signal(signal.SIGTERM, previous)
+    if primary and step == config.train.steps:
+        export_run(config, state, encoder_params, os.path.join(config.workdir, "export"))
+    return {"step": step, "state": state, "encoder_params": encoder_params, "labels": labels,
+            "preempted": stop["signal"] is not None}
+
+
+def _batch_sizes(config: ml_collections.ConfigDict) -> list[int]:
+    kind = config.data.kind
+    return {"images": [config.data.images.batch_size], "videos": [config.data.videos.batch_size],
+            "mixed": [config.data.images.batch_size, config.data.videos.batch_size],
+            "cached": [config.data.cached.batch_size]}[kind]
+
+
+def _host_batch(raw: dict[str, Any], config: ml_collections.ConfigDict, tokenizer) -> tuple[str, dict]:
+    """(kind, arrays) of a host batch: token ids, uint8 style references, uint8 targets (b, t, h, w, 3)."""
+    rules = tuple(config.data.captions.rules)
+    captions = [clean_caption(str(c), rules, config.data.captions.tidy) for c in raw["caption"]]
+    tokens = tokenizer(captions)
+    if "video" in raw:
+        return "videos", {"tokens": tokens, "style": raw["style"], "target": raw["video"]}
+    image, style = raw["image"], raw["style"]
+    if IMAGE_MODES.get(config.stage) == "frame_isolated":  # pack images as pseudo-videos of `frames` images
+        frames = config.data.videos.num_frames
+        if image.shape[0] % frames:
+            raise ConfigError(f"data.images.batch_size {image.shape[0]} must be a multiple of "
+                              f"data.videos.num_frames {frames} to pack image batches")
+        pack = lambda a: a.reshape((a.shape[0] // frames, frames) + a.shape[1:])  # noqa: E731
+        return "images", {"tokens": pack(tokens), "style": pack(style), "target": pack(image)}
+    return "images", {"tokens": tokens, "style": style, "target": image[:, None]}
+
+
+def _encode(encoders, encoder_params, batch: dict, seed: int, step: int) -> dict:
+    key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), step)
+    return encode_batch(encoders, encoder_params, batch["tokens"], batch["style"], batch["target"], key)
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
+
+
+def _check_finite(pending: tuple[int, dict] | None) -> None:
+    """Stop the run if the step whose metrics are pending had a non-finite loss or gradient."""
+    if pending is None:
+        return
+    step, metrics = pending
+    if not bool(metrics["finite"]):
+        raise TrainingStopped(f"non-finite loss or gradient at step {step} (loss={float(metrics['loss'])}, "
+                              f"grad_norm={float(metrics['grad_norm'])}); the update was not applied and the "
+                              "run stopped; the newest checkpoint is intact")
+
+
+def _checkpoint_tree(state: TrainState, labels: dict) -> dict:
+    """What a checkpoint holds: the trainable leaves, optimizer state, EMA, step and RNG (no frozen leaves)."""
+    return {"step": state.step, "trainable": trainable(state.params, labels), "opt_state": state.opt_state,
+            "ema": state.ema, "rng": state.rng}
+
+
+def _from_checkpoint_tree(state: TrainState, tree: dict) -> TrainState:
+    return state.replace(step=tree["step"], params=merge(state.params, tree["trainable"]),
+                         opt_state=tree["opt_state"], ema=tree["ema"], rng=tree["rng"])

@@ -1,0 +1,95 @@
+"""The diffusion loss: eps-prediction MSE on q_sample'd latents, with condition dropout and weighting.
+
+Encoded batches hold `latents` (b, t, h, w, c), `text_context` (b, L, C) and `image_tokens`
+(b, n, D); for the reference's image batches (`frame_isolated`) every frame is its own image with its
+own text, style reference and timestep: `text_context` (b, t, L, C), `image_tokens` (b, t, n, D).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from stylecrafter_jax.diffusion.schedule import DiffusionSchedule, q_sample
+from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.models.style import StyleAdapter, style_multipliers
+from stylecrafter_jax.models.unet3d import UNet3D
+
+WEIGHTINGS = ("uniform", "v")
+TIMESTEP_SAMPLINGS = ("uniform", "high_noise")
+
+
+class LossModels(NamedTuple):
+    """What the loss applies: the U-Net, the adapter, the schedule and the empty-text context (1, L, C)."""
+
+    unet: UNet3D
+    adapter: StyleAdapter
+    schedule: DiffusionSchedule
+    empty_context: jax.Array
+
+
+def sample_timesteps(key: jax.Array, shape: tuple[int, ...], train: ml_collections.ConfigDict,
+                     num_timesteps: int) -> jax.Array:
+    """Uniform integer timesteps, or biased toward high noise: t = ⌊T·u^(1/power)⌋."""
+    if train.timestep_sampling not in TIMESTEP_SAMPLINGS:
+        raise ConfigError(f"train.timestep_sampling {train.timestep_sampling!r}: expected one of "
+                          f"{TIMESTEP_SAMPLINGS}")
+    if train.timestep_sampling == "uniform":
+        return jax.random.randint(key, shape, 0, num_timesteps)
+    u = jax.random.uniform(key, shape) ** (1.0 / train.high_noise_power)
+    return jnp.minimum((u * num_timesteps).astype(jnp.int32), num_timesteps - 1)
+
+
+def loss_weights(schedule: DiffusionSchedule, t: jax.Array, weighting: str) -> jax.Array:
+    """Per-example weights: 1, or 1/ᾱ_t (the eps loss rewritten as the v-prediction loss)."""
+    if weighting not in WEIGHTINGS:
+        raise ConfigError(f"train.loss_weighting {weighting!r}: expected one of {WEIGHTINGS}")
+    if weighting == "uniform":
+        return jnp.ones(t.shape, jnp.float32)
+    return 1.0 / jnp.asarray(schedule.alphas_cumprod)[t]
+
+
+def dropout_masks(key: jax.Array, batch: int, train: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+    """(drop text, drop style) per sample from one uniform draw: text-only, both, style-only bands."""
+    u = jax.random.uniform(key, (batch,))
+    text_only = u < train.drop_text
+    both = (u >= train.drop_text) & (u < train.drop_text + train.drop_both)
+    style_only = (u >= train.drop_text + train.drop_both) & (u < train.drop_text + train.drop_both + train.drop_style)
+    return text_only | both, style_only | both
+
+
+def diffusion_loss(params: dict, batch: dict[str, jax.Array], key: jax.Array, models: LossModels,
+                   train: ml_collections.ConfigDict, temporal_mode: str) -> tuple[jax.Array, dict[str, Any]]:
+    """Mean weighted eps-MSE over the batch, and auxiliary scalars."""
+    latents = batch["latents"].astype(jnp.float32)
+    b, t = latents.shape[:2]
+    per_frame = temporal_mode == "frame_isolated"
+    n = b * t if per_frame else b
+    text = batch["text_context"].reshape((n,) + batch["text_context"].shape[-2:])
+    image_tokens = batch["image_tokens"].reshape((n,) + batch["image_tokens"].shape[-2:])
+    key_t, key_noise, key_drop = jax.random.split(key, 3)
+
+    timesteps = sample_timesteps(key_t, (n,), train, models.schedule.num_timesteps)
+    noise = jax.random.normal(key_noise, latents.shape, jnp.float32)
+    x0 = latents.reshape((n, -1) + latents.shape[2:])
+    noisy = q_sample(models.schedule, x0, timesteps, noise.reshape(x0.shape)).reshape(latents.shape)
+
+    style, scales = models.adapter.apply({"params": params["adapter"]}, image_tokens, text)
+    drop_text, drop_style = dropout_masks(key_drop, n, train)
+    text_in = jnp.where(drop_text[:, None, None], models.empty_context.astype(text.dtype), text)
+    multipliers = style_multipliers(scales, 1.0) * (1.0 - drop_style[:, None].astype(scales.dtype))
+    context = jnp.concatenate([text_in, style.astype(text_in.dtype)], axis=1)
+    if per_frame:
+        timesteps = timesteps.reshape(b, t)
+        context = context.reshape((b, t) + context.shape[1:])
+        multipliers = multipliers.reshape(b, t, -1)
+
+    eps = models.unet.apply({"params": params["unet"]}, noisy, timesteps, context, multipliers,
+                            temporal_mode=temporal_mode)
+    per_example = jnp.mean(jnp.square(eps - noise).reshape(n, -1), axis=-1)
+    weights = loss_weights(models.schedule, timesteps.reshape(n), train.loss_weighting)
+    loss = jnp.mean(weights * per_example)
+    return loss, {"mse": jnp.mean(per_example), "style_scale_mean": jnp.mean(scales)}
