@@ -75,7 +75,7 @@ class SamplingPipeline:
         if missing:
             raise ConfigError(f"sampling params: missing components {missing}, expected {list(names)}")
         self.model, self.sampling = model, sampling
-        self.params = {name: params[name] for name in names}
+        self.params = jax.device_put({name: params[name] for name in names})
         self.tokenizer = tokenizer
         self.unet = build_unet(model)
         self.adapter = build_adapter(model)
@@ -113,13 +113,13 @@ class SamplingPipeline:
 
     def _condition_fn(self, params: dict, tokens: jax.Array, style_images: jax.Array,
                       style_weight: jax.Array) -> GuidanceInputs:
-        """GuidanceInputs of a batch: tokens (B, 77), style images (B, n_ref, S, S, 3) in [-1, 1]."""
+        """GuidanceInputs of a batch, U-Net params left out: tokens (B, 77), style images (B, n_ref, S, S, 3)."""
         text = encode_text_context(self.text_tower, params["text_encoder"], tokens)
         empty = encode_text_context(self.text_tower, params["text_encoder"], self._empty_tokens)
         pixels = clip_pixels(style_images, self.vision_tower.image_size)
         image_tokens, _ = encode_style_images(self.vision_tower, params["image_encoder"], pixels)
         style, scales = self.adapter.apply({"params": params["adapter"]}, image_tokens, text)
-        return GuidanceInputs(params=params["unet"], text=text, empty_text=empty, style=style,
+        return GuidanceInputs(params=None, text=text, empty_text=empty, style=style,
                               multipliers=style_multipliers(scales, style_weight))
 
     def _decode_fn(self, params: dict, latents: jax.Array) -> jax.Array:
@@ -134,7 +134,8 @@ class SamplingPipeline:
             raise ShapeError(f"style_images: got shape {style_images.shape}, expected ({len(prompts)}, n_ref, "
                              "size, size, 3) in [-1, 1], one set of references per prompt")
         tokens = jnp.asarray(self.tokenizer(list(prompts)))
-        return self._condition(self.params, tokens, style_images, jnp.float32(self.sampling.style_weight))
+        inputs = self._condition(self.params, tokens, style_images, jnp.float32(self.sampling.style_weight))
+        return inputs._replace(params=self.params["unet"])
 
     def latents(self, prompts: Sequence[str], style_images: np.ndarray | jax.Array, indices: Sequence[int],
                 seed: int) -> jax.Array:

@@ -1,0 +1,70 @@
+"""Tests of the model-dependent sampling settings: size multiples, checks, mode switching, components."""
+
+import pytest
+
+from configs.inference import get_config as inference_config
+from configs.models import model_config
+from configs.sampling import get_sampling_config
+from configs.toy import get_config as toy_config
+from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.sampling.settings import (check_sampling, pixels_per_latent, required_components,
+                                                size_multiple, switch_mode)
+
+
+def test_size_multiples():
+    assert pixels_per_latent(model_config("full")) == 8 and size_multiple(model_config("full")) == 64
+    assert size_multiple(model_config("tiny")) == 8 * 2
+    pixels = model_config("tiny")
+    pixels.latent = "pixels"
+    assert pixels_per_latent(pixels) == 1 and size_multiple(pixels) == 2
+    assert "vae" not in required_components(pixels)
+    assert required_components(model_config("full")) == ("unet", "adapter", "text_encoder", "image_encoder", "vae")
+
+
+def test_the_shipped_configs_pass_the_checks():
+    for config in (toy_config(), inference_config(), inference_config("image")):
+        check_sampling(config.sampling, config.model)
+    toy = toy_config()
+    assert (toy.sampling.frames, toy.sampling.height, toy.sampling.width) == (4, 64, 64)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("height", 320 + 32, "sampling.height: got 352, expected a positive multiple of 64"),
+    ("width", 500, "sampling.width: got 500, expected a positive multiple of 64"),
+    ("width", 0, "sampling.width: got 0"),
+    ("steps", 0, "sampling.steps: got 0"),
+    ("eta", 1.5, "sampling.eta"),
+    ("style_weight", 2.5, "sampling.style_weight"),
+    ("guidance_form", "textbook", "sampling.guidance_form"),
+    ("frames", 0, "sampling.frames"),
+])
+def test_bad_settings_name_the_key(key, value, message):
+    sampling = get_sampling_config("video")
+    sampling[key] = value
+    with pytest.raises(ConfigError, match=message):
+        check_sampling(sampling, model_config("full"))
+
+
+def test_image_mode_needs_one_frame():
+    sampling = get_sampling_config("image")
+    sampling.frames = 4
+    with pytest.raises(ConfigError, match="expected 1 in image mode"):
+        check_sampling(sampling, model_config("full"))
+
+
+def test_switch_mode_follows_default_sizes():
+    sampling = get_sampling_config("video")
+    switch_mode(sampling, model_config("full"), "image")
+    assert (sampling.mode, sampling.height, sampling.width, sampling.frames) == ("image", 512, 512, 1)
+    switch_mode(sampling, model_config("full"), "video")
+    assert (sampling.mode, sampling.height, sampling.width, sampling.frames) == ("video", 320, 512, 16)
+
+
+def test_switch_mode_keeps_custom_sizes():
+    toy = toy_config()
+    switch_mode(toy.sampling, toy.model, "image")
+    assert (toy.sampling.height, toy.sampling.width, toy.sampling.frames) == (64, 64, 1)
+    switch_mode(toy.sampling, toy.model, "video")
+    assert toy.sampling.frames == toy.model.frames == 4
+    with pytest.raises(ConfigError, match="--mode"):
+        switch_mode(toy.sampling, toy.model, "gif")
