@@ -129,10 +129,14 @@ def main(argv: Sequence[str]) -> int:
         return 0
     try:
         rest = fv(list(argv))
+    except (flags.Error, AttributeError, KeyError) as e:  # config_flags reports unknown override keys so
+        print(f"error: bad flag or config override: {e}", file=sys.stderr)
+        return 2
+    try:
         if len(rest) > 1:
-            raise flags.Error(f"unexpected arguments {rest[1:]}")
+            raise ConfigError(f"unexpected arguments {rest[1:]}")
         run(fv)
-    except (flags.Error, StyleCrafterError) as e:
+    except StyleCrafterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,25 +1,25 @@
-"""Shared fixtures of the sampling tests: one tiny video pipeline (2 steps, 4x32x32) and random style images."""
+"""Shared fixtures of the sampling tests: one tiny video pipeline (VAE latents, 2 steps, 4x32x32), style images."""
 
 import numpy as np
 import pytest
 
 
 @pytest.fixture(scope="session")
-def toy_video_config():
-    """The toy config at 32x32, 4 frames, 2 DDIM steps."""
-    from configs.toy import get_config
+def tiny_video_config():
+    """The tiny inference config at 32x32, 4 frames, 2 DDIM steps."""
+    from configs.inference import get_config
 
-    config = get_config()
+    config = get_config("tiny")
     config.sampling.steps = 2
     config.sampling.height = config.sampling.width = 32
     return config
 
 
 @pytest.fixture(scope="session")
-def toy_params(toy_video_config):
+def tiny_random_params(tiny_video_config):
     from stylecrafter_jax.sampling.weights import random_params
 
-    return random_params(toy_video_config.model, seed=0)
+    return random_params(tiny_video_config.model, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +30,10 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
-def video_pipeline(toy_video_config, toy_params, tokenizer):
+def video_pipeline(tiny_video_config, tiny_random_params, tokenizer):
     from stylecrafter_jax.sampling.pipeline import SamplingPipeline
 
-    return SamplingPipeline(toy_video_config.model, toy_video_config.sampling, toy_params, tokenizer)
+    return SamplingPipeline(tiny_video_config.model, tiny_video_config.sampling, tiny_random_params, tokenizer)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import pytest
 from configs.inference import get_config as inference_config
 from configs.models import model_config
 from configs.sampling import get_sampling_config
-from configs.toy import get_config as toy_config
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.sampling.settings import (check_sampling, pixels_per_latent, required_components,
                                                 size_multiple, switch_mode)
@@ -22,10 +21,11 @@ def test_size_multiples():
 
 
 def test_the_shipped_configs_pass_the_checks():
-    for config in (toy_config(), inference_config(), inference_config("image")):
+    for arg in (None, "image", "tiny", "tiny,image"):
+        config = inference_config(arg)
         check_sampling(config.sampling, config.model)
-    toy = toy_config()
-    assert (toy.sampling.frames, toy.sampling.height, toy.sampling.width) == (4, 64, 64)
+    tiny = inference_config("tiny").sampling
+    assert (tiny.frames, tiny.height, tiny.width, tiny.steps) == (4, 64, 64, 50)
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -61,10 +61,10 @@ def test_switch_mode_follows_default_sizes():
 
 
 def test_switch_mode_keeps_custom_sizes():
-    toy = toy_config()
-    switch_mode(toy.sampling, toy.model, "image")
-    assert (toy.sampling.height, toy.sampling.width, toy.sampling.frames) == (64, 64, 1)
-    switch_mode(toy.sampling, toy.model, "video")
-    assert toy.sampling.frames == toy.model.frames == 4
+    tiny = inference_config("tiny")
+    switch_mode(tiny.sampling, tiny.model, "image")
+    assert (tiny.sampling.height, tiny.sampling.width, tiny.sampling.frames) == (64, 64, 1)
+    switch_mode(tiny.sampling, tiny.model, "video")
+    assert tiny.sampling.frames == tiny.model.frames == 4
     with pytest.raises(ConfigError, match="--mode"):
-        switch_mode(toy.sampling, toy.model, "gif")
+        switch_mode(tiny.sampling, tiny.model, "gif")
