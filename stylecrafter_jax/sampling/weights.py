@@ -59,7 +59,7 @@ def random_params(model: ml_collections.ConfigDict, seed: int) -> dict[str, Any]
         if name == "bias":
             return np.zeros(leaf.shape, np.float32)
         std = 1.0 / np.sqrt(max(1, int(np.prod(leaf.shape[:-1])))) if name == "kernel" else 0.02
-        return (std * rng.standard_normal(leaf.shape)).astype(np.float32)
+        return np.float32(std) * rng.standard_normal(leaf.shape, dtype=np.float32)
 
     return jax.tree_util.tree_map_with_path(draw, abstract_params(model))
 
