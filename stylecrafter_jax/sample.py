@@ -25,7 +25,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
-from stylecrafter_jax.errors import ConfigError, StyleCrafterError
+from stylecrafter_jax.cli import flag_main
+from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.sampling.generate import GeneratedSample, generate, load_style_images
 from stylecrafter_jax.sampling.inputs import (SampleRequest, expand_samples, read_eval_json, read_prompts_file,
                                               requests_from_prompts)
@@ -122,24 +123,7 @@ def run(fv: flags.FlagValues) -> list[GeneratedSample]:
 
 def main(argv: Sequence[str]) -> int:
     """Parse argv (argv[0] is the program name), run, and return the exit status (2 on bad input)."""
-    fv = flags.FlagValues()
-    define_flags(fv, argv)
-    if any(arg in ("-h", "--help", "-help") for arg in argv[1:]):
-        print(__doc__ + "\nflags:\n" + fv.get_help(include_special_flags=False))
-        return 0
-    try:
-        rest = fv(list(argv))
-    except (flags.Error, AttributeError, KeyError) as e:  # config_flags reports unknown override keys so
-        print(f"error: bad flag or config override: {e}", file=sys.stderr)
-        return 2
-    try:
-        if len(rest) > 1:
-            raise ConfigError(f"unexpected arguments {rest[1:]}")
-        run(fv)
-    except StyleCrafterError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return flag_main(argv, __doc__, define_flags, run)
 
 
 if __name__ == "__main__":
