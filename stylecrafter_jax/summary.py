@@ -1,5 +1,8 @@
 """Print the model's components, their parameter counts, what the stage trains and the U-Net FLOPs.
 
+Components: unet (base, without the style branches) and its temporal part, adapter (StyleTransformer,
+ScaleEncoder, style K/V) with its parts, and the frozen vae, text_encoder, image_encoder.
+
 python -m stylecrafter_jax.summary --config=configs/stage2.py [--json]
 Counts come from jax.eval_shape (nothing is materialised); FLOPs from XLA's cost analysis of one
 U-Net forward (batch 1, with style tokens) at the config's latent shape.
@@ -20,6 +23,7 @@ from ml_collections import config_flags
 
 from configs.stages import stage_rules
 from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes
+from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
 from stylecrafter_jax.train.masks import count_by_label, label_params, path_string
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config), e.g. configs/stage1.py:tiny")
@@ -41,6 +45,13 @@ def component_counts(shapes: dict) -> dict[str, int]:
     return {name: sum(n for path, n in leaves if re.search(pattern, path)) for name, pattern in COMPONENTS.items()}
 
 
+def encoder_counts(model: ml_collections.ConfigDict) -> dict[str, int]:
+    """Parameter counts of the frozen encoders (the VAE when the model uses one, CLIP text and vision)."""
+    encoders = build_encoders(model)
+    shapes = nn.unbox(jax.eval_shape(lambda key: init_encoder_params(encoders, key), jax.random.key(0)))
+    return {name: sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree)) for name, tree in shapes.items()}
+
+
 def unet_forward_flops(model: ml_collections.ConfigDict, shapes: dict) -> float:
     """FLOPs of one U-Net forward (batch 1, style tokens on) from XLA's cost analysis of the lowered HLO."""
     unet = build_unet(model)
@@ -54,10 +65,11 @@ def summarize(config: ml_collections.ConfigDict) -> dict:
     """The summary as a dict: components, trainable and frozen counts, U-Net forward FLOPs."""
     shapes = nn.unbox(param_shapes(config.model))
     counts = count_by_label(shapes, label_params(shapes, stage_rules(config.stage)))
+    encoders = encoder_counts(config.model)
     return {
-        "components": component_counts(shapes),
+        "components": {**component_counts(shapes), **encoders},
         "trainable": counts["train"],
-        "frozen": counts["frozen"],
+        "frozen": counts["frozen"] + sum(encoders.values()),  # the frozen encoders included
         "unet_forward_flops": unet_forward_flops(config.model, shapes),
     }
 

@@ -6,12 +6,13 @@ import ml_collections
 
 from stylecrafter_jax.data.cached import cached_transform
 from stylecrafter_jax.data.mixing import MixedIterator
-from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions
+from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions, resolve_processes
 from stylecrafter_jax.data.readers import open_source, open_tfds
+from stylecrafter_jax.data.toy_styles import ToyStyleIterator
 from stylecrafter_jax.data.transforms import ImageTransform, VideoTransform
 from stylecrafter_jax.errors import ConfigError
 
-KINDS = ("images", "videos", "mixed", "cached")
+KINDS = ("images", "videos", "mixed", "cached", "toy")
 
 
 def _iterator(data: ml_collections.ConfigDict, kind: str, process_index: int | None, process_count: int | None,
@@ -27,13 +28,19 @@ def _iterator(data: ml_collections.ConfigDict, kind: str, process_index: int | N
 
 
 def make_iterator(data: ml_collections.ConfigDict, *, process_index: int | None = None,
-                  process_count: int | None = None) -> DataIterator | MixedIterator:
-    """Host-local batches for `data.kind`: "images" (stage 1), "videos", "mixed" (stage 2) or "cached".
+                  process_count: int | None = None) -> DataIterator | MixedIterator | ToyStyleIterator:
+    """Host-local batches for `data.kind`: "images" (stage 1), "videos", "mixed" (stage 2), "cached" or
+    "toy" (the toy's generated style images).
 
     `process_index` / `process_count` default to jax.process_index() / jax.process_count().
     """
     if data.kind not in KINDS:
         raise ConfigError(f"data.kind={data.kind!r}; expected one of {KINDS}")
+    if data.kind == "toy":
+        index, count = resolve_processes(process_index, process_count)
+        return ToyStyleIterator(seed=data.seed, batch_size=data.toy.batch_size, image_size=data.toy.image_size,
+                                style_size=data.toy.style_size, num_styles=data.toy.num_styles,
+                                process_index=index, process_count=count)
     if data.kind == "mixed":
         return MixedIterator(_iterator(data, "images", process_index, process_count),
                              _iterator(data, "videos", process_index, process_count), data.image_ratio, data.seed)

@@ -1,4 +1,5 @@
-"""python -m stylecrafter_jax.train --config=configs/stage1.py[:tiny] [--config.train.steps=...]"""
+"""python -m stylecrafter_jax.train --config=configs/stage1.py [--config.train.steps=...]; a config with a
+`toy` section (configs/toy.py) runs the whole toy pipeline."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from stylecrafter_jax.train.loop import run
+from stylecrafter_jax.train.toy import run_toy
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config(arg), e.g. configs/stage2.py")
 
@@ -15,7 +17,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_
 def main(argv: list[str]) -> None:
     """Run the configured training."""
     del argv
-    run(_CONFIG.value)
+    config = _CONFIG.value
+    if "toy" in config:
+        run_toy(config)
+    else:
+        run(config)
 
 
 if __name__ == "__main__":

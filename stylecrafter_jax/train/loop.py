@@ -10,6 +10,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax.experimental import multihost_utils
 
 from configs.stages import stage_rules
 from stylecrafter_jax.checkpoints.run_checkpoints import RunCheckpointer
@@ -73,6 +74,7 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     state, state_shardings = create_state(config, tx, labels, mesh)
     state, encoder_params = load_base_weights(config, state, mesh, labels, log=log)
     empty_context = encode_text_context(encoders.text, encoder_params["text_encoder"], jnp.asarray(empty_tokens))
+    empty_context = multihost_utils.process_allgather(empty_context, tiled=True)  # numpy: the step closes over it
     models = LossModels(build_unet(config.model), build_adapter(config.model), schedule, empty_context)
 
     # ---------------------------------------------------------------- restore
@@ -100,7 +102,8 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
         while step < config.train.steps:
             raw = next(data)
             kind, host_batch = _host_batch(raw, config, tokenizer)
-            encoded = _encode(encoders, encoder_params, make_global_batch(host_batch, mesh), config.seed, step)
+            encoded = _encode(encoders, encoder_params, make_global_batch(host_batch, mesh), config.seed, step,
+                              batch_sharding(mesh))
             if kind not in compiled:
                 compile_start = time.perf_counter()
                 mode = IMAGE_MODES.get(config.stage, "skip") if kind == "images" else "full"
@@ -140,17 +143,18 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
         checkpointer.close()
         logger.close()
         signal.signal(signal.SIGTERM, previous)
-    if primary and step == config.train.steps:
+    if step == config.train.steps:  # on every host: orbax saves are collective
         export_run(config, state, encoder_params, os.path.join(config.workdir, "export"))
     return {"step": step, "state": state, "encoder_params": encoder_params, "labels": labels,
             "preempted": stop["signal"] is not None}
 
 
 def _batch_sizes(config: ml_collections.ConfigDict) -> list[int]:
-    kind = config.data.kind
-    return {"images": [config.data.images.batch_size], "videos": [config.data.videos.batch_size],
-            "mixed": [config.data.images.batch_size, config.data.videos.batch_size],
-            "cached": [config.data.cached.batch_size]}[kind]
+    """The global batch sizes the data section will produce."""
+    data = config.data
+    if data.kind == "mixed":
+        return [data.images.batch_size, data.videos.batch_size]
+    return [data[data.kind].batch_size]
 
 
 def _host_batch(raw: dict[str, Any], config: ml_collections.ConfigDict, tokenizer) -> tuple[str, dict]:
@@ -171,9 +175,10 @@ def _host_batch(raw: dict[str, Any], config: ml_collections.ConfigDict, tokenize
     return "images", {"tokens": tokens, "style": style, "target": image[:, None]}
 
 
-def _encode(encoders, encoder_params, batch: dict, seed: int, step: int) -> dict:
+def _encode(encoders, encoder_params, batch: dict, seed: int, step: int, sharding) -> dict:
     key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), step)
-    return encode_batch(encoders, encoder_params, batch["tokens"], batch["style"], batch["target"], key)
+    return encode_batch(encoders, encoder_params, batch["tokens"], batch["style"], batch["target"], key,
+                        sharding=sharding)
 
 
 def _abstract(tree: Any) -> Any:
