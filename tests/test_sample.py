@@ -110,7 +110,7 @@ def test_toy_config_runs_on_a_fresh_machine(files, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def other_checkpoint(tmp_path_factory):
-    """A converted directory holding the U-Net of a tiny model with twice the channels."""
+    """A converted directory of a tiny model with twice the U-Net channels."""
     from configs.inference import get_config
     from stylecrafter_jax.checkpoints.pretrained import save_pretrained
     from stylecrafter_jax.sampling.weights import random_params, to_components
@@ -118,7 +118,7 @@ def other_checkpoint(tmp_path_factory):
     model = get_config("tiny").model
     model.unet.model_channels = 64
     directory = str(tmp_path_factory.mktemp("other") / "weights")
-    save_pretrained(directory, {"unet": to_components(random_params(model, 0))["unet"]}, {})
+    save_pretrained(directory, to_components(random_params(model, 0)), {})
     return directory
 
 

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from stylecrafter_jax.checkpoints.components import components_to_trained_tree, trained_tree_to_components
-from stylecrafter_jax.checkpoints.pretrained import load_pretrained
+from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError
 from stylecrafter_jax.models.build import init_params
 from stylecrafter_jax.sampling.pipeline import build_encoders
@@ -76,35 +76,58 @@ def from_components(components: dict[str, Any]) -> dict[str, Any]:
     return {**trained, **{k: v for k, v in components.items() if k not in ("unet", "adapter")}}
 
 
-def load_params(directory: str, model: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The sampling params stored in a converted checkpoint directory, checked against the model config."""
-    if not os.path.isdir(directory):
-        raise ConfigError(f"checkpoint {directory!r} is not a directory: expected a converted checkpoint "
-                          "(python -m stylecrafter_jax.convert import ... --out DIR)")
+def load_params(directory: str, model: ml_collections.ConfigDict, base: str | None = None) -> dict[str, Any]:
+    """The sampling params of a converted checkpoint directory, checked against the model config.
+
+    Components the directory does not hold (e.g. a training export of only what a stage trained) come
+    from the converted directory `base` (the config's `pretrained` base weights) when one is given.
+    """
     names = list(required_components(model))
+    stored = _stored_components(directory)
+    own = [name for name in names if name in stored]
+    rest = [name for name in names if name not in own]
+    if rest and not base:
+        raise CheckpointMismatchError(f"checkpoint {directory!r} holds no {rest} component(s) and no base "
+                                      "directory (config.pretrained) was given to take them from")
     abstract = to_components(abstract_params(model))
-    try:
-        components = load_pretrained(directory, names, abstract={name: abstract[name] for name in names})
-    except CheckpointMismatchError as e:
-        raise CheckpointMismatchError(f"checkpoint {directory!r} does not fit the {model.size!r} model config: "
-                                      f"{e}") from e
+    components = {}
+    for source, wanted in ((directory, own), (base, rest)):
+        if not wanted:
+            continue
+        try:
+            components.update(load_pretrained(source, wanted, abstract={name: abstract[name] for name in wanted}))
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(f"checkpoint {source!r} does not fit the {model.size!r} model config: "
+                                          f"{e}") from e
     return from_components(components)
+
+
+def _stored_components(directory: str) -> set[str]:
+    """The component names a converted directory's manifest lists (ConfigError if it is not a directory)."""
+    if not os.path.isdir(directory):
+        raise ConfigError(f"checkpoint {directory!r} is not a directory: expected converted weights "
+                          "(python -m stylecrafter_jax.convert import ... --out DIR)")
+    return set(read_manifest(directory)["components"])
 
 
 def resolve_params(config: ml_collections.ConfigDict, checkpoint: str | None) -> tuple[dict[str, Any], str]:
     """(params, a one-line description of where they come from) for `--checkpoint` or its absence.
 
-    Without a checkpoint: the toy training's export (`config.workdir/export`) if it exists, else a
-    random initialisation (refused for the full model, whose random samples are only noise).
+    Without a checkpoint: the training export (`config.workdir/export`) if it exists, else a random
+    initialisation (refused for the full model, whose random samples are only noise). Components a
+    checkpoint lacks come from `config.pretrained` when that names a directory.
     """
-    if checkpoint is not None:
-        return load_params(checkpoint, config.model), f"weights: checkpoint {checkpoint}"
-    export = os.path.join(config.workdir, EXPORT_SUBDIR)
-    if os.path.isdir(export):
-        return load_params(export, config.model), f"weights: the trained model in {export} (no --checkpoint given)"
+    base = config.get("pretrained") or None
+    found = checkpoint if checkpoint is not None else os.path.join(config.workdir, EXPORT_SUBDIR)
+    if checkpoint is not None or os.path.isdir(found):
+        params = load_params(found, config.model, base)
+        missing = sorted(set(required_components(config.model)) - _stored_components(found))
+        line = f"weights: checkpoint {found}" if checkpoint is not None else \
+            f"weights: the trained model in {found} (no --checkpoint given)"
+        return params, line + (f", with {', '.join(missing)} from {base}" if missing else "")
     if config.model.size == "full":
-        raise ConfigError(f"no --checkpoint given and no trained model in {export!r}: the full model needs "
+        raise ConfigError(f"no --checkpoint given and no trained model in {found!r}: the full model needs "
                           "converted weights (python -m stylecrafter_jax.convert import ... --out DIR)")
     return (random_params(config.model, config.seed),
             f"weights: randomly initialised {config.model.size} model (seed {config.seed}); no --checkpoint "
-            f"given and no trained model in {export}")
+            f"given and no trained model in {found}")

@@ -62,12 +62,19 @@ def test_a_directory_of_another_model_config_is_refused(tiny, saved):
         load_params(saved, other)
 
 
-def test_missing_component_and_missing_directory(tiny, tiny_random_params, tmp_path):
+def test_missing_components_come_from_the_base_directory(tiny, tiny_random_params, saved, tmp_path):
     partial = str(tmp_path / "partial")
     components = to_components(tiny_random_params)
-    save_pretrained(partial, {k: v for k, v in components.items() if k != "vae"}, {})
-    with pytest.raises(CheckpointMismatchError, match="no component 'vae'"):
+    save_pretrained(partial, {"adapter": components["adapter"]}, {})
+    with pytest.raises(CheckpointMismatchError, match="holds no \\['unet', 'text_encoder', 'image_encoder', 'vae'\\]"):
         load_params(partial, tiny.model)
+    loaded = load_params(partial, tiny.model, base=saved)
+    for got, expected in zip(jax.tree.leaves(loaded), jax.tree.leaves(tiny_random_params)):
+        np.testing.assert_array_equal(got, expected)
+    config = tiny.copy_and_resolve_references()
+    config.pretrained = saved
+    _, line = resolve_params(config, partial)
+    assert line == f"weights: checkpoint {partial}, with image_encoder, text_encoder, unet, vae from {saved}"
     with pytest.raises(ConfigError, match="nowhere.*not a directory"):
         load_params(str(tmp_path / "nowhere"), tiny.model)
 
@@ -76,9 +83,7 @@ def test_resolve_prefers_checkpoint_then_export_then_random(tiny, saved, tmp_pat
     config = tiny.copy_and_resolve_references()
     config.workdir = os.path.dirname(saved)  # holds export/
     params, line = resolve_params(config, None)
-    assert line.startswith("weights: the trained model in") and saved in line
-    params, line = resolve_params(config, saved)
-    assert line == f"weights: checkpoint {saved}"
+    assert line == f"weights: the trained model in {saved} (no --checkpoint given)"
     config.workdir = str(tmp_path / "fresh")
     params, line = resolve_params(config, None)
     assert line.startswith("weights: randomly initialised tiny model (seed 0)")
