@@ -123,10 +123,12 @@ def other_checkpoint(tmp_path_factory):
 
 
 BAD = {
-    "missing style": (["--prompt", "x", "--style", "{f}/gone.png"], "style image '{f}/gone.png' (entry 0) does not exist"),
+    "missing style": (["--prompt", "x", "--style", "{f}/gone.png"],
+                      "style image '{f}/gone.png' (entry 0) does not exist"),
     "corrupt style": (["--prompt", "x", "--style", "{f}/corrupt.png"], "style image '{f}/corrupt.png' cannot be read"),
     "directory style": (["--prompt", "x", "--style", "{f}"], "style image '{f}' (entry 0) is a directory"),
-    "empty prompts": (["--prompts", "{f}/empty.txt", "--style", "{f}/s0.png"], "prompts file '{f}/empty.txt' holds no prompt"),
+    "empty prompts": (["--prompts", "{f}/empty.txt", "--style", "{f}/s0.png"],
+                      "prompts file '{f}/empty.txt' holds no prompt"),
     "entry without style_path": (["--eval-json", "{f}/no_style.json", "--eval-root", "{f}"],
                                  "no_style.json', entry 0: missing 'style_path'"),
     "size not divisible": (["--prompt", "x", "--style", "{f}/s0.png", "--config.sampling.height=40"],
@@ -134,7 +136,8 @@ BAD = {
     "zero steps": (["--prompt", "x", "--style", "{f}/s0.png", "--config.sampling.steps=0"],
                    "sampling.steps: got 0, expected an integer >= 1"),
     "no input": (["--style", "{f}/s0.png"], "give exactly one of --prompt, --prompts or --eval-json"),
-    "two inputs": (["--prompt", "x", "--prompts", "{f}/prompts.txt", "--style", "{f}/s0.png"], "got ['--prompt', '--prompts']"),
+    "two inputs": (["--prompt", "x", "--prompts", "{f}/prompts.txt", "--style", "{f}/s0.png"],
+                   "got ['--prompt', '--prompts']"),
     "style with eval json": (["--eval-json", "{f}/eval.json", "--eval-root", "{f}", "--style", "{f}/s0.png"],
                              "--style cannot be combined with --eval-json"),
     "eval json without root": (["--eval-json", "{f}/eval.json"], "--eval-json needs --eval-root"),

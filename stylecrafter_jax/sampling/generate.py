@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stylecrafter_jax.conditioning.preprocess import load_style_image
+from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.sampling.inputs import (SampleJob, SampleRequest, batch_jobs, check_style_files,
                                               expand_samples, read_eval_json)
 from stylecrafter_jax.sampling.io import SampleWriter
@@ -54,7 +55,7 @@ def generate(pipeline: SamplingPipeline, jobs: Sequence[SampleJob], writer: Samp
     are the references already loaded with `load_style_images` (loaded here when None).
     """
     if writer.mode != pipeline.sampling.mode:
-        raise ValueError(f"writer mode {writer.mode!r} differs from sampling.mode {pipeline.sampling.mode!r}")
+        raise ConfigError(f"writer mode {writer.mode!r} differs from sampling.mode {pipeline.sampling.mode!r}")
     batches = batch_jobs(jobs, batch_size)
     writer.check_free(jobs, pipeline.sampling.frames, overwrite)
     if styles is None:
