@@ -70,7 +70,7 @@ def unet_from_official(state_dict: Mapping[str, Any], unet: Any, *, temporal: Ma
     return import_state_dict(got, shapes, unet_key, source=source)
 
 
-def _component_key(path: str, ndim: int) -> KeySpec:
+def adapter_component_key(path: str, ndim: int) -> KeySpec:
     """Key of an adapter-component leaf: `adapter/...` (StyleAdapter) or `processors/...` (U-Net style branches)."""
     group, rest = path.split("/", 1)
     return adapter_key(rest, ndim) if group == "adapter" else unet_key(rest, ndim)
@@ -78,12 +78,12 @@ def _component_key(path: str, ndim: int) -> KeySpec:
 
 def adapter_from_official(state_dict: Mapping[str, Any], component: Any, *, source: str = "adapter_v1.pth") -> dict:
     """The adapter component `{'adapter', 'processors'}` shaped like the abstract tree `component`."""
-    return import_state_dict(state_dict, flat_shapes(component), _component_key, source=source)
+    return import_state_dict(state_dict, flat_shapes(component), adapter_component_key, source=source)
 
 
 def adapter_to_official(component: Any) -> dict[str, np.ndarray]:
     """The flat `adapter_v1.pth` state dict of an adapter component."""
-    return export_state_dict(component, _component_key)
+    return export_state_dict(component, adapter_component_key)
 
 
 def unet_to_official(unet: Any) -> dict[str, np.ndarray]:

@@ -1,11 +1,13 @@
 """The converted-weights directory that train, sample and evaluate load their base weights from.
 
-Layout: `<directory>/<component>/` is one orbax checkpoint (`StandardCheckpointer`) per component
-(`unet`, `adapter`, `vae`, `text_encoder`, `image_encoder`, or any other name), and
-`<directory>/manifest.json` records the format version, the components with their parameter counts
-and whatever the writer adds (source files with sizes and sha256, model config, converter version).
-Loading checks every stored leaf against the caller's abstract tree first, so the weights of another
-model config fail with the component and leaf named instead of loading silently.
+Layout: `<directory>/manifest.json` records the format version, each component with its parameter,
+leaf and part counts, and whatever the writer adds (source files with sizes and sha256, model config,
+converter version). `<directory>/<component>/part-NNN/` are orbax checkpoints (`StandardCheckpointer`)
+that together hold the component's tree, each at most `PART_BYTES` (or one leaf): orbax copies what it
+saves (twice for numpy input), so saving part by part keeps the extra host memory of a save to about
+two parts instead of twice the component. Loading checks every stored leaf against the caller's
+abstract tree first, so the weights of another model config fail with the component and leaf named
+instead of loading silently.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ from stylecrafter_jax.errors import CheckpointMismatchError
 MANIFEST = "manifest.json"
 FORMAT = "stylecrafter-jax/pretrained"
 FORMAT_VERSION = 1
+PART_BYTES = 1 << 29  # 512 MiB
 
 
 def save_pretrained(directory: str, components: Mapping[str, Any], manifest: Mapping[str, Any], *,
                     overwrite: bool = False) -> dict[str, Any]:
-    """Write one orbax checkpoint per component and `manifest.json`; returns the manifest written.
+    """Write the components and `manifest.json`; returns the manifest written.
 
     `manifest` holds what the writer wants recorded (sources, model config, converter version); the
-    format version and each component's parameter and leaf counts are added. A directory that already
-    has the manifest or one of the components is refused unless `overwrite`.
+    format version and each component's counts are added. A directory that already has the manifest or
+    one of the components is refused unless `overwrite`.
     """
     ensure_writable(directory, overwrite)
     summary = {name: save_component(directory, name, params, overwrite=overwrite)
@@ -50,17 +53,37 @@ def ensure_writable(directory: str, overwrite: bool) -> None:
 
 
 def save_component(directory: str, name: str, params: Any, *, overwrite: bool = False) -> dict[str, int]:
-    """Write one component as an orbax checkpoint `<directory>/<name>`; returns its parameter and leaf counts."""
+    """Write one component as `<directory>/<name>/part-NNN/`; returns its parameter, leaf and part counts."""
     path = os.path.join(os.path.abspath(directory), name)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; choose another directory or overwrite")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    params = nn.unbox(params)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(path, params, force=overwrite)
-    checkpointer.wait_until_finished()
-    leaves = jax.tree.leaves(params)
-    return {"num_params": int(sum(np.size(leaf) for leaf in leaves)), "num_leaves": len(leaves)}
+    flat = traverse_util.flatten_dict(nn.unbox(params), sep="/")
+    parts = _split(flat)
+    checkpointer = ocp.StandardCheckpointer()  # collective: every process of a multi-host run calls this
+    for index, part in enumerate(parts):
+        checkpointer.save(os.path.join(path, _part_name(index)), traverse_util.unflatten_dict(part, sep="/"),
+                          force=overwrite)
+        checkpointer.wait_until_finished()  # one part in flight at a time
+    return {"num_params": int(sum(np.size(leaf) for leaf in flat.values())), "num_leaves": len(flat),
+            "parts": len(parts)}
+
+
+def _split(flat: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Consecutive groups of leaves of at most PART_BYTES each (a larger leaf is a group of its own)."""
+    parts: list[dict[str, Any]] = []
+    size = PART_BYTES
+    for path, leaf in flat.items():
+        nbytes = int(np.size(leaf)) * np.dtype(leaf.dtype).itemsize
+        if size + nbytes > PART_BYTES:
+            parts.append({})
+            size = 0
+        parts[-1][path] = leaf
+        size += nbytes
+    return parts
+
+
+def _part_name(index: int) -> str:
+    return f"part-{index:03d}"
 
 
 def write_manifest(directory: str, manifest: Mapping[str, Any], components: Mapping[str, Mapping[str, int]], *,
@@ -101,9 +124,10 @@ def load_pretrained(directory: str, names: Sequence[str], abstract: Mapping[str,
 
     `abstract[name]` (a tree of ShapeDtypeStructs or arrays, boxed or not) is what the caller's model
     expects: every stored leaf must match it in path and shape, else one CheckpointMismatchError names
-    the component and lists the missing, unexpected and mis-shaped leaves. `shardings[name]` is a
-    tree of shardings like it, or one sharding for every leaf; without shardings the leaves are numpy
-    arrays on the host.
+    the component and lists the missing, unexpected and mis-shaped leaves; leaves are restored in its
+    dtypes and, where its leaves carry one (ShapeDtypeStruct(sharding=...), jax.Array), its shardings.
+    `shardings[name]` (a tree of shardings like it, or one sharding for every leaf) overrides those;
+    leaves without a sharding come back as numpy arrays on the host.
     """
     available = read_manifest(directory)["components"]
     checkpointer = ocp.StandardCheckpointer()
@@ -111,18 +135,24 @@ def load_pretrained(directory: str, names: Sequence[str], abstract: Mapping[str,
     for name in names:
         if name not in available:
             raise CheckpointMismatchError(f"{directory}: no component {name!r}; it holds {sorted(available)}")
-        path = os.path.join(os.path.abspath(directory), name)
-        stored = _stored_leaves(checkpointer.metadata(path))
-        target = stored
+        paths = [os.path.join(os.path.abspath(directory), name, _part_name(i)) for i in range(available[name]["parts"])]
+        stored = [_stored_leaves(checkpointer.metadata(path)) for path in paths]
+        target = {key: (*leaf, None) for part in stored for key, leaf in part.items()}
         if abstract is not None and name in abstract:
-            target = {key: (tuple(leaf.shape), leaf.dtype) for key, leaf in
-                      traverse_util.flatten_dict(nn.unbox(abstract[name]), sep="/").items()}
-            _check_leaves(target, stored, source=f"{directory}: component {name!r}")
-        structs = {key: jax.ShapeDtypeStruct(shape, dtype) for key, (shape, dtype) in target.items()}
-        tree = traverse_util.unflatten_dict(structs, sep="/")
-        if shardings is not None and name in shardings:
-            tree = _with_shardings(tree, shardings[name])
-        loaded[name] = checkpointer.restore(path, tree)
+            expected = {key: (tuple(leaf.shape), leaf.dtype, getattr(leaf, "sharding", None)) for key, leaf in
+                        traverse_util.flatten_dict(nn.unbox(abstract[name]), sep="/").items()}
+            _check_leaves(expected, target, source=f"{directory}: component {name!r}")
+            target = expected
+        if shardings and name in shardings:
+            override = _flat_shardings(shardings[name], target)
+            target = {key: (shape, dtype, override[key]) for key, (shape, dtype, _) in target.items()}
+        flat = {}
+        for path, part in zip(paths, stored):
+            structs = {key: jax.ShapeDtypeStruct(target[key][0], target[key][1], sharding=target[key][2])
+                       for key in part}
+            flat.update(traverse_util.flatten_dict(
+                checkpointer.restore(path, traverse_util.unflatten_dict(structs, sep="/")), sep="/"))
+        loaded[name] = traverse_util.unflatten_dict(flat, sep="/")
     return loaded
 
 
@@ -143,8 +173,8 @@ def _check_leaves(expected: Mapping[str, tuple], stored: Mapping[str, tuple], *,
                                       + "\n  (were the weights converted for another model config?)")
 
 
-def _with_shardings(tree: Any, shardings: Any) -> Any:
+def _flat_shardings(shardings: Any, target: Mapping[str, Any]) -> dict[str, Any]:
+    """{path: sharding} from one sharding for every leaf or a tree of shardings."""
     if isinstance(shardings, jax.sharding.Sharding):
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=shardings), tree)
-    return jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree,
-                        nn.unbox(shardings))
+        return dict.fromkeys(target, shardings)
+    return traverse_util.flatten_dict(nn.unbox(shardings), sep="/")

@@ -2,12 +2,14 @@
 sharded restore on 8 fake devices, refusal to overwrite."""
 
 import json
+import os
 
 import jax
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from stylecrafter_jax.checkpoints import pretrained
 from stylecrafter_jax.checkpoints.pretrained import (FORMAT, FORMAT_VERSION, MANIFEST, load_pretrained,
                                                      read_manifest, save_pretrained)
 from stylecrafter_jax.errors import CheckpointMismatchError
@@ -27,9 +29,12 @@ def _abstract(tree):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
+    """Saved with parts of at most 2 kB, so that the unet component spans three orbax checkpoints."""
     directory = str(tmp_path_factory.mktemp("pretrained"))
     components = _components()
-    manifest = save_pretrained(directory, components, {"converter_version": "test", "model_config": {"size": "t"}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pretrained, "PART_BYTES", 2048)
+        manifest = save_pretrained(directory, components, {"converter_version": "test", "model_config": {"size": "t"}})
     return directory, components, manifest
 
 
@@ -43,8 +48,9 @@ def test_round_trip_is_exact_and_the_manifest_is_complete(saved):
     assert on_disk == json.loads(json.dumps(manifest))
     assert on_disk["format"] == FORMAT and on_disk["format_version"] == FORMAT_VERSION
     assert on_disk["converter_version"] == "test" and on_disk["model_config"] == {"size": "t"}
-    assert on_disk["components"] == {"unet": {"num_params": 3 * 3 * 4 * 16 + 16 + 16 * 64, "num_leaves": 3},
-                                     "vae": {"num_params": 64, "num_leaves": 1}}
+    assert on_disk["components"] == {"unet": {"num_params": 3 * 3 * 4 * 16 + 16 + 16 * 64, "num_leaves": 3, "parts": 3},
+                                     "vae": {"num_params": 64, "num_leaves": 1, "parts": 1}}
+    assert sorted(os.listdir(os.path.join(directory, "unet"))) == ["part-000", "part-001", "part-002"]
     # without an abstract tree the stored shapes are used
     alone = load_pretrained(directory, ["vae"])["vae"]
     np.testing.assert_array_equal(alone["quant_conv"]["kernel"], components["vae"]["quant_conv"]["kernel"])
@@ -78,6 +84,12 @@ def test_sharded_restore_on_the_fake_devices(saved):
     assert kernel.addressable_shards[0].data.shape == (4, 32)
     np.testing.assert_array_equal(np.asarray(kernel), components["unet"]["time_embed_0"]["kernel"])
     assert loaded["vae"]["quant_conv"]["kernel"].sharding.is_fully_replicated
+    # shardings carried by the abstract tree itself, as a trainer's born-sharded eval_shape gives them
+    carried = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                           components["unet"], shardings)
+    again = load_pretrained(directory, ["unet"], abstract={"unet": carried})["unet"]
+    assert again["time_embed_0"]["kernel"].sharding == shardings["time_embed_0"]["kernel"]
+    assert jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), b), again, components["unet"]))
 
 
 def test_missing_component_overwrite_and_foreign_directories(saved, tmp_path):

@@ -7,7 +7,6 @@ path, whose style attention is unscaled, so our U-Net runs with `style_attention
 init_attn has 8 heads of `num_head_channels` and its ScaleEncoder a hidden width of 32.
 """
 
-import math
 import os
 import sys
 
@@ -21,6 +20,7 @@ from stylecrafter_jax.checkpoints.components import components_to_trained_tree
 from stylecrafter_jax.checkpoints.conversion import abstract_components
 from stylecrafter_jax.checkpoints.official_import import adapter_from_official, unet_from_official
 from stylecrafter_jax.models.build import build_adapter, build_unet
+from tests.torch_references import numpy_state_dict, randomize_
 
 REFERENCE = os.environ.get("STYLECRAFTER_REFERENCE_DIR")
 pytestmark = pytest.mark.skipif(not REFERENCE, reason="STYLECRAFTER_REFERENCE_DIR is not set")
@@ -37,19 +37,15 @@ def _model():
     return model
 
 
-def _randomize(module, seed):
-    """Every parameter random: matrices ~ N(0, 1/fan_in), vectors named *weight ~ 1 + N(0, 0.01), others ~ N(0, 0.01)."""
+def _unit_scales(module):
+    """Norm scales around 1 where the official names do not say "norm" (`in_layers.0`, `out.0`, `ln_1`, ...)."""
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=generator)
-            if p.ndim >= 2:
-                p.copy_(noise / math.sqrt(math.prod(p.shape[1:])))
-            else:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * noise)
-    return module.eval()
+            if p.ndim == 1 and name.endswith("weight") and "norm" not in name:
+                p.add_(1.0)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +78,7 @@ def official():
                                                num_tokens=n_cross, n_layers=a.scale_layers)},
         scale=1.0, use_norm=True)
     adapter.create_cross_attention_adapter(unet)
-    return _randomize(unet, 1), _randomize(adapter, 2)
+    return _unit_scales(randomize_(unet, 1)), _unit_scales(randomize_(adapter, 2))
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +86,10 @@ def ours(official):
     unet, adapter = official
     model = _model()
     abstract = abstract_components(model, names=("unet", "adapter"))
-    numpy = lambda state: {k: v.detach().numpy() for k, v in state.items()}  # noqa: E731
-    unet_state = {"model.diffusion_model." + k: v for k, v in numpy(unet.state_dict()).items()}
+    unet_state = {"model.diffusion_model." + k: v for k, v in numpy_state_dict(unet).items()}
     assert any(".attn2.processor." in k for k in unet_state)  # the merged aliases are there, and ignored
     params = components_to_trained_tree({"unet": unet_from_official(unet_state, abstract["unet"]),
-                                         "adapter": adapter_from_official(numpy(adapter.state_dict()),
+                                         "adapter": adapter_from_official(numpy_state_dict(adapter),
                                                                           abstract["adapter"])})
     return model, params
 
