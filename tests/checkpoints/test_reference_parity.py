@@ -1,5 +1,6 @@
 """Parity with the official StyleCrafter code: its U-Net and style adapter at a small config with random
-weights, converted through the official-layout importers, must give our outputs within 1e-4 (float32).
+weights, converted through the official-layout importers, must give our outputs within 1e-4 (float32),
+and the official modules must load our exports (adapter, temporal file, U-Net) with strict key checks.
 
 Skipped unless STYLECRAFTER_REFERENCE_DIR points at a checkout of github.com/GongyeLiu/StyleCrafter (never
 vendored here). The official code runs on the local torch CPU build: without xformers it takes its einsum
@@ -16,9 +17,10 @@ import numpy as np
 import pytest
 
 from configs.models import model_config
-from stylecrafter_jax.checkpoints.components import components_to_trained_tree
+from stylecrafter_jax.checkpoints.components import components_to_trained_tree, trained_tree_to_components
 from stylecrafter_jax.checkpoints.conversion import abstract_components
-from stylecrafter_jax.checkpoints.official_import import adapter_from_official, unet_from_official
+from stylecrafter_jax.checkpoints.official_import import (adapter_from_official, adapter_to_official,
+                                                          temporal_to_official, unet_from_official, unet_to_official)
 from stylecrafter_jax.models.build import build_adapter, build_unet
 from tests.torch_references import numpy_state_dict, randomize_
 
@@ -131,3 +133,25 @@ def test_unet_output_with_and_without_style_tokens_matches_the_official_code(off
     print(f"max |ours - official| (output std {reference_style.std():.3f}): {errors}")
     assert np.abs(reference_style - reference_plain).max() > 100 * TOLERANCE  # the style branch matters
     assert max(errors.values()) < TOLERANCE, errors
+
+
+def test_the_official_modules_load_our_exports_strictly(official, ours):
+    import torch
+
+    from lvdm.modules.attention import TemporalTransformer  # already imported by the `official` fixture
+
+    unet, adapter = official
+    _, params = ours
+    components = trained_tree_to_components(params)
+    tensors = lambda state: {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}  # noqa: E731
+    before = {k: v.clone() for k, v in adapter.state_dict().items()}
+    adapter.load_state_dict(tensors(adapter_to_official(components["adapter"])), strict=True)
+    assert all(torch.equal(before[k], v) for k, v in adapter.state_dict().items())
+    nested = temporal_to_official(components["unet"])
+    temporal = {name: module for name, module in unet.named_modules() if isinstance(module, TemporalTransformer)}
+    assert sorted(temporal) == sorted(nested)
+    for name, module in temporal.items():  # as T2VFintoneStyleAS.load_pretrained_temporal does
+        module.load_state_dict(tensors(nested[name]), strict=True)
+    flat = {k.removeprefix("model.diffusion_model."): v for k, v in unet_to_official(components["unet"]).items()}
+    result = unet.load_state_dict(tensors(flat), strict=False)
+    assert not result.unexpected_keys and all(".attn2.processor." in k for k in result.missing_keys)
