@@ -63,18 +63,23 @@ def uint8_to_signed(pixels: jax.Array) -> jax.Array:
     return pixels.astype(jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0, static_argnames="sharding")
 def encode_batch(encoders: Encoders, params: dict, tokens: jax.Array, style: jax.Array, target: jax.Array,
-                 key: jax.Array) -> dict[str, jax.Array]:
-    """Token ids (..., 77), style images (..., s, s, 3) and targets (b, t, h, w, 3) -> encoded batch."""
+                 key: jax.Array, sharding: jax.sharding.Sharding | None = None) -> dict[str, jax.Array]:
+    """Token ids (..., 77), style images (..., s, s, 3) and targets (b, t, h, w, 3) -> encoded batch.
+
+    `sharding` (the batch sharding of the train step) fixes the outputs' layout, which XLA would
+    otherwise choose freely (e.g. the style tokens split over channels like the projection kernel).
+    """
     lead_text, lead_style = tokens.shape[:-1], style.shape[:-3]
     context = encode_text_context(encoders.text, params["text_encoder"], tokens.reshape(-1, tokens.shape[-1]))
     pixels = clip_pixels(uint8_to_signed(style).reshape((-1,) + style.shape[-3:]), encoders.vision.image_size)
     image_tokens, _ = encode_style_images(encoders.vision, params["image_encoder"], pixels)
     target = uint8_to_signed(target)
     latents = target if encoders.vae is None else encode_video(encoders.vae, params["vae"], target, key)
-    return {
+    encoded = {
         "latents": latents,
         "text_context": context.reshape(lead_text + context.shape[1:]),
         "image_tokens": image_tokens.reshape(lead_style + image_tokens.shape[1:]),
     }
+    return encoded if sharding is None else jax.lax.with_sharding_constraint(encoded, sharding)

@@ -29,8 +29,9 @@ def check_workdir(config: ml_collections.ConfigDict, *, write: bool) -> None:
         return
     if write:
         os.makedirs(config.workdir, exist_ok=True)
-        with open(path, "w") as f:
+        with open(path + ".tmp", "w") as f:  # renamed when complete: other hosts may be reading it already
             json.dump(current, f, indent=2, sort_keys=True)
+        os.replace(path + ".tmp", path)
 
 
 def _flatten(tree: object, prefix: str = "") -> dict[str, object]:
