@@ -46,15 +46,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         model.latent = "pixels"
         model.frames, model.latent_height, model.latent_width = 1, IMAGE_SIZE, IMAGE_SIZE
         model.unet.in_channels = model.unet.out_channels = 3
+        model.unet.attention_resolutions = (2,)  # attention (and style) at 8x8 only: 30% fewer FLOPs
         config.data = ml_collections.ConfigDict(dict(
             kind="toy", seed=0,
-            toy=dict(batch_size=32, image_size=IMAGE_SIZE, style_size=STYLE_SIZE, num_styles=4),
+            toy=dict(batch_size=16, image_size=IMAGE_SIZE, style_size=STYLE_SIZE, num_styles=4),
             captions=dict(rules=(), tidy=True)))
         config.train.update(log_every=50, checkpoint_every=500, keep_checkpoints=2, warmup_steps=100,
                             schedule="warmup", grad_clip=1.0, weight_decay=0.0)
         config.toy = ml_collections.ConfigDict(dict(
-            base=dict(steps=300 if quick else 2500, learning_rate=1e-3, drop_text=0.1),
-            adapter=dict(steps=150 if quick else 1200, learning_rate=1e-3, timestep_sampling="high_noise",
+            base=dict(steps=200 if quick else 2000, learning_rate=1e-3, drop_text=0.1),
+            adapter=dict(steps=100 if quick else 1000, learning_rate=1e-3, timestep_sampling="high_noise",
                          high_noise_power=2.0),
             eval=dict(samples=16 if quick else 96, seed=1000, batch_size=32),
         ))

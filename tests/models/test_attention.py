@@ -1,0 +1,70 @@
+"""The attention entry point: kernels agree, dispatch falls back, relative-position attention equals the
+reference formula evaluated directly."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stylecrafter_jax.models.attention import (choose_implementation, dot_product_attention,
+                                               relative_position_attention, relative_position_index)
+
+
+def _qkv(shape, seed=0):
+    return [jax.random.normal(k, shape) for k in jax.random.split(jax.random.key(seed), 3)]
+
+
+def test_xla_attention_equals_numpy_softmax():
+    q, k, v = _qkv((2, 5, 3, 8))
+    out = dot_product_attention(q, k, v, scale=8 ** -0.5)
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) * 8 ** -0.5
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out, np.einsum("bhqk,bkhd->bqhd", probs, v), atol=1e-5)
+
+
+def test_splash_kernel_equals_xla_in_interpret_mode():
+    q, k, v = _qkv((1, 128, 2, 64))
+    from stylecrafter_jax.models.attention import _splash_attention, _xla_attention
+
+    np.testing.assert_allclose(_splash_attention(q, k, v, scale=0.125, interpret=True),
+                               _xla_attention(q, k, v, scale=0.125, mask=None), atol=1e-5)
+
+
+@pytest.mark.parametrize("requested, backend, dtype, lengths, expected", [
+    ("auto", "cpu", jnp.float32, (128, 128), "xla"),
+    ("auto", "gpu", jnp.bfloat16, (2560, 77), "cudnn"),
+    ("auto", "gpu", jnp.float32, (2560, 77), "xla"),  # cuDNN flash needs half precision
+    ("auto", "tpu", jnp.bfloat16, (2560, 2560), "splash"),
+    ("auto", "tpu", jnp.bfloat16, (2560, 77), "xla"),  # 77 text tokens: not a multiple of 128
+    ("cudnn", "cpu", jnp.bfloat16, (64, 64), "xla"),
+    ("xla", "gpu", jnp.bfloat16, (64, 64), "xla"),
+])
+def test_dispatch_and_fallback(requested, backend, dtype, lengths, expected):
+    assert choose_implementation(requested, backend=backend, dtype=dtype, q_len=lengths[0], kv_len=lengths[1],
+                                 head_dim=64) == expected
+
+
+def test_unknown_implementation_is_an_error():
+    with pytest.raises(ValueError, match="flash3"):
+        choose_implementation("flash3", backend="cpu", dtype=jnp.float32, q_len=8, kv_len=8, head_dim=64)
+
+
+def test_relative_position_attention_equals_the_reference_formula():
+    n, t, heads, d, max_distance = 2, 6, 2, 4, 3  # t > max_distance: the clamp matters
+    q, k, v = [np.asarray(a) for a in _qkv((n, t, heads, d), seed=1)]
+    table_k, table_v = [np.asarray(a) for a in jax.random.normal(jax.random.key(2), (2, 2 * max_distance + 1, d))]
+    out = np.asarray(relative_position_attention(q, k, v, table_k, table_v, scale=d ** -0.5,
+                                                 max_distance=max_distance))
+    expected = np.zeros_like(out)
+    for b in range(n):
+        for h in range(heads):
+            for i in range(t):
+                rows = [min(max(j - i, -max_distance), max_distance) + max_distance for j in range(t)]
+                logits = np.array([(q[b, i, h] @ k[b, j, h] + q[b, i, h] @ table_k[rows[j]]) * d ** -0.5
+                                   for j in range(t)])
+                p = np.exp(logits - logits.max())
+                p /= p.sum()
+                expected[b, i, h] = sum(p[j] * (v[b, j, h] + table_v[rows[j]]) for j in range(t))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert relative_position_index(16, 16)[0, 15] == 31 and relative_position_index(4, 2)[3, 0] == 0
