@@ -7,6 +7,7 @@ import ml_collections
 from configs.data import data_config
 from configs.models import model_config
 from configs.parallel import mesh_config
+from configs.sampling import get_sampling_config
 from configs.training import train_config
 
 
@@ -19,7 +20,18 @@ def base_config(size: str, stage: str, source: str = "tfds") -> ml_collections.C
     config.train = train_config(stage)
     config.mesh = mesh_config()
     config.pretrained = ""  # converted checkpoint directory of the frozen base weights; "" = random init
+    config.pretrained_components = ""  # comma-separated components to take from it; "" = every one it has
     config.workdir = f"runs/{stage}-{size}"
     config.seed = 0
+    config.sampling = get_sampling_config("video")  # 16x320x512 at full size; the model's own size otherwise
+    if size != "full":
+        factor = 2 ** (len(config.model.vae.ch_mult) - 1)
+        config.sampling.update(height=config.model.latent_height * factor, width=config.model.latent_width * factor,
+                               frames=config.model.frames)
+    # Periodic samples (train.sample_every) and metrics (train.eval_every) of the first `entries` entries of an
+    # official evaluation JSON; metrics use configs/evaluation.py:<evaluation> with these encoder weights.
+    config.periodic = ml_collections.ConfigDict(dict(
+        eval_json="", eval_root="", entries=2, seed=123, evaluation="video", clip_checkpoint="", clip_format="open_clip",
+        dino_checkpoint=""))
     config.lock()
     return config

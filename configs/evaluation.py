@@ -10,7 +10,7 @@ tables (CSV and markdown) and one contact sheet per sample. With `--checkpoint D
 instead of `--samples`, it first generates every entry into `--out/generated` with the `model` and
 `sampling` sections (those of configs/inference.py; `--config.sampling.steps=25` etc. override them).
 `arg`: "video" (16 frames expected, default) or "image" (1 frame), optionally ",tiny" (tiny encoders,
-and the toy model of configs/toy.py with its 4-frame 64x64 videos, for tests).
+and the tiny model of configs/inference.py:tiny with its 4-frame 64x64 videos, for tests).
 
 Recorded choices (the paper does not fix them):
 - CLIP: OpenCLIP ViT-H/14 laion2b_s32b_b79k (as the authors said), projected embeddings.
@@ -25,7 +25,6 @@ from __future__ import annotations
 import ml_collections
 
 from configs.inference import get_config as inference_config
-from configs.toy import get_config as toy_config
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.sampling.settings import switch_mode
 
@@ -49,7 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if mode not in MODES or size not in ("full", "tiny") or len(parts) > 2:
         raise ConfigError(f"evaluation config arg {arg!r}: expected 'video' or 'image', optionally ',tiny'")
     tiny = size == "tiny"
-    generation = toy_config() if tiny else inference_config(mode)
+    generation = inference_config(("tiny," if tiny else "") + ("image" if mode == "image" else ""))
     switch_mode(generation.sampling, generation.model, mode)
     return ml_collections.ConfigDict(dict(
         mode=mode,

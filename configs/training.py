@@ -34,6 +34,7 @@ def train_config(stage: str) -> ml_collections.ConfigDict:
         checkpoint_every=1000,
         keep_checkpoints=3,
         async_checkpoint=True,
-        sample_every=0,  # 0 = no periodic samples
+        sample_every=0,  # 0 = no periodic samples (see the `periodic` section)
+        eval_every=0,  # 0 = no periodic evaluation
         peak_flops_per_device=0.0,  # 0 = look up by device kind (no MFU when unknown)
     ))

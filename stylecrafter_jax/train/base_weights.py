@@ -12,6 +12,7 @@ from jax.sharding import Mesh
 
 from stylecrafter_jax.checkpoints.components import trained_tree_to_components
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
+from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.parallel.init import init_sharded
 from stylecrafter_jax.parallel.rules import logical_shardings
 from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
@@ -31,7 +32,13 @@ def load_base_weights(config: ml_collections.ConfigDict, state: TrainState, mesh
     loaded_adapter = False
     if config.pretrained:
         available = set(read_manifest(config.pretrained).get("components", {}))
+        if config.pretrained_components:
+            available &= set(config.pretrained_components.split(","))
         encoder_names = [n for n in ENCODER_NAMES if n != "vae" or encoders.vae is not None]
+        missing = [n for n in encoder_names if n not in available]
+        if missing:
+            raise ConfigError(f"config.pretrained {config.pretrained!r} provides no {', '.join(missing)}: the frozen "
+                              "encoders must come from the converted directory (convert import --open-clip ...)")
         encoder_abstract = jax.eval_shape(init_encoders, key)
         abstract = {name: _with_shardings(encoder_abstract[name], mesh, config) for name in encoder_names}
         components = trained_tree_to_components(params)

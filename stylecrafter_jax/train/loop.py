@@ -33,6 +33,7 @@ from stylecrafter_jax.train.init import create_state, stage_labels
 from stylecrafter_jax.train.logger import MetricsLogger
 from stylecrafter_jax.train.loss import LossModels
 from stylecrafter_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from stylecrafter_jax.train.periodic import PeriodicTasks
 from stylecrafter_jax.train.state import TrainState, merge, trainable
 from stylecrafter_jax.train.step import compile_step, make_step_fn
 from stylecrafter_jax.train.throughput import peak_flops_per_device, throughput
@@ -93,6 +94,8 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
     logger = MetricsLogger(config.workdir, primary=primary, total_steps=config.train.steps, start_step=start,
                            print_fn=log)
+    periodic = PeriodicTasks(config, encoder_params, tokenizer, primary=primary, log=log) \
+        if config.train.sample_every or config.train.eval_every else None
     compiled: dict[str, tuple[Callable, float]] = {}
     peak = peak_flops_per_device(config.train.peak_flops_per_device)
     pending = None
@@ -131,9 +134,14 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
                                           num_devices=mesh.size, peak_per_device=peak))
                 logger.log(step, scalars)
                 window = {"start": time.perf_counter(), "steps": 0, "flops": 0.0, "examples": 0}
+            if periodic is not None:
+                scalars = periodic(step, state.params)
+                if scalars:
+                    logger.log(step, scalars)
             checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state())
             if stop["signal"] is not None or checkpointer.reached_preemption(step):
-                checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state(), force=True)
+                if checkpointer.latest_step() != step:
+                    checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state(), force=True)
                 log(f"stopping at step {step} on preemption; checkpoint saved")
                 break
         _check_finite(pending)

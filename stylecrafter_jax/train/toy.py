@@ -31,11 +31,12 @@ def phase_config(config: ml_collections.ConfigDict, phase: str) -> ml_collection
         else:
             out.stage = "stage1"
             out.pretrained = os.path.join(config.workdir, "base", "export")
+            out.pretrained_components = "unet,text_encoder,image_encoder"  # the adapter starts from scratch
         out.train.steps = settings.steps
         for key, value in settings.items():
             if key != "steps":
                 out.train[key] = value
-        del out["toy"], out["sampling"]
+        del out["toy"]
     return out
 
 
