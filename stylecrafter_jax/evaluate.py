@@ -25,8 +25,9 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from stylecrafter_jax.cli import flag_main
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
-from stylecrafter_jax.errors import ConfigError, DataError, StyleCrafterError
+from stylecrafter_jax.errors import ConfigError, DataError
 from stylecrafter_jax.evaluation.encoders import build_metric_encoders
 from stylecrafter_jax.evaluation.flow import FlowEstimator
 from stylecrafter_jax.evaluation.metrics import OCCLUSION_ALPHA, OCCLUSION_BETA
@@ -157,20 +158,7 @@ def run(fv: flags.FlagValues) -> dict:
 
 def main(argv: Sequence[str]) -> int:
     """Parse argv (argv[0] is the program name), run, and return the exit status (2 on bad input)."""
-    fv = flags.FlagValues()
-    define_flags(fv, argv)
-    if any(arg in ("-h", "--help", "-help") for arg in argv[1:]):
-        print(__doc__ + "\nflags:\n" + fv.get_help(include_special_flags=False))
-        return 0
-    try:
-        rest = fv(list(argv))
-        if len(rest) > 1:
-            raise flags.Error(f"unexpected arguments {rest[1:]}")
-        run(fv)
-    except (flags.Error, StyleCrafterError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return flag_main(argv, __doc__, define_flags, run)
 
 
 if __name__ == "__main__":

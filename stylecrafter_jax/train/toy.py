@@ -44,7 +44,9 @@ def run_toy(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = p
     """Train both phases (resuming each from its checkpoints), then sample and score; returns the scores."""
     for phase in ("base", "adapter"):
         log(f"toy: {phase} phase")
-        run(phase_config(config, phase), log=log)
+        if run(phase_config(config, phase), log=log)["preempted"]:
+            log("toy: preempted; run the same command again to resume")
+            return {}
     scores = score_toy(config, log=log)
     with open(os.path.join(config.workdir, "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"step": int(config.toy.adapter.steps), **scores}) + "\n")
