@@ -105,7 +105,7 @@ def load_params(directory: str, model: ml_collections.ConfigDict, base: str | No
 def _stored_components(directory: str) -> set[str]:
     """The component names a converted directory's manifest lists (ConfigError if it is not a directory)."""
     if not os.path.isdir(directory):
-        raise ConfigError(f"checkpoint {directory!r} is not a directory: expected converted weights "
+        raise ConfigError(f"checkpoint {directory!r} is not a directory: expected a converted checkpoint "
                           "(python -m stylecrafter_jax.convert import ... --out DIR)")
     return set(read_manifest(directory)["components"])
 
