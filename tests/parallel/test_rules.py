@@ -52,7 +52,7 @@ def test_default_rules_cover_the_model_vocabulary_and_the_mesh():
     assert rules["embed"] == rules["conv_out"] == "fsdp"
     assert rules["heads"] == rules["mlp"] == "tensor"
     assert rules["norm"] is None
-    assert rules["activation_embed"] is None  # see the XLA partitioner note in rules.py
+    assert rules["activation_embed"] is None and rules["conv_in"] is None  # see the XLA partitioner notes in rules.py
 
 
 def test_unknown_mesh_axis_is_named():
@@ -99,7 +99,7 @@ def test_logical_shardings_follow_the_rules_and_fit_shapes(mesh222):
     shardings = logical_shardings(abstract_params(), mesh222, DEFAULT_RULES)["params"]
     assert shardings["proj"]["kernel"].spec == P("fsdp", "tensor")
     assert shardings["proj"]["bias"].spec == P("tensor")
-    assert shardings["conv"]["kernel"].spec == P(None, None, "tensor", "fsdp")
+    assert shardings["conv"]["kernel"].spec == P(None, None, None, "fsdp")  # conv_in stays whole (rules.py)
     assert shardings["conv"]["bias"].spec == P("fsdp")
     assert shardings["norm"]["scale"].spec == P()
     assert shardings["odd"]["kernel"].spec == P("fsdp")  # 9 does not divide by tensor=2
@@ -117,7 +117,7 @@ def test_shard_report_counts_per_device_elements(mesh222):
     report = {row.path: row for row in shard_report(tree, logical_shardings(tree, mesh222, DEFAULT_RULES))}
     assert report["params/proj/kernel"].whole == 64 * 128
     assert report["params/proj/kernel"].shard == 32 * 64
-    assert report["params/conv/kernel"].shard == 3 * 3 * 16 * 32
+    assert report["params/conv/kernel"].shard == 3 * 3 * 32 * 32  # output channels over fsdp only
     assert report["params/norm/scale"].shard == report["params/norm/scale"].whole == 64
     assert report["params/step"].whole == report["params/step"].shard == 1
     table = format_shard_report(list(report.values()))
