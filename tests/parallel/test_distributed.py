@@ -113,6 +113,11 @@ def run_workers(commands, timeout_s=180):
                JAX_PLATFORMS="cpu")
     procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for cmd in commands]
+    return wait_all(procs, timeout_s)
+
+
+def wait_all(procs, timeout_s):
+    """(returncode, stdout, stderr) of each process; all are killed if one runs past `timeout_s`."""
     try:
         outputs = [proc.communicate(timeout=timeout_s) for proc in procs]
     finally:
