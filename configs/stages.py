@@ -5,6 +5,9 @@ Paths are rooted at the trained tree {'unet': ..., 'adapter': ...}. Labels: "tra
 
 from __future__ import annotations
 
+# The 17 temporal transformers: init_attn and child 2 of every U-Net block that has attention.
+TEMPORAL_TRANSFORMERS = r"(init_attn_0|(input_blocks_\d+|middle_block|output_blocks_\d+)/2)/"
+
 STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     # Stage 1: the style adapter (StyleTransformer, ScaleEncoder, the style K/V and LayerNorms).
     "stage1": (
@@ -12,10 +15,9 @@ STAGES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"^unet/.*/attn2/processor/", "train"),
         (r".*", "frozen"),
     ),
-    # Stage 2: the 17 temporal transformers (init_attn and child 2 of every attention block).
+    # Stage 2: the 17 temporal transformers.
     "stage2": (
-        (r"^unet/init_attn_0/", "train"),
-        (r"^unet/(input_blocks_\d+|middle_block|output_blocks_\d+)/2/", "train"),
+        (r"^unet/" + TEMPORAL_TRANSFORMERS, "train"),
         (r".*", "frozen"),
     ),
     # The base text-to-video U-Net without the style branches (the toy base model).

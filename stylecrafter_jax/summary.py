@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from configs.stages import stage_rules
+from configs.stages import TEMPORAL_TRANSFORMERS, stage_rules
 from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes
 from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
 from stylecrafter_jax.train.masks import count_by_label, label_params, path_string
@@ -31,7 +31,7 @@ _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a tab
 
 COMPONENTS = {
     "unet": r"^unet/(?!.*/processor/)",
-    "unet.temporal": r"^unet/(init_attn_0/|(input_blocks_\d+|middle_block|output_blocks_\d+)/2/)",
+    "unet.temporal": r"^unet/" + TEMPORAL_TRANSFORMERS,
     "adapter": r"^adapter/|^unet/.*/processor/",
     "adapter.style_transformer": r"^adapter/image_context_model/",
     "adapter.scale_encoder": r"^adapter/scale_predictor/",

@@ -19,6 +19,13 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
+def abstract_arrays(tree: Any, shardings: Any = None) -> Any:
+    """ShapeDtypeStructs of a tree's arrays, carrying `shardings` (a matching tree) or each leaf's own sharding."""
+    if shardings is None:
+        shardings = jax.tree.map(lambda a: a.sharding, tree)
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
+
+
 def batch_shard_count(mesh: Mesh) -> int:
     """How many pieces the global batch is split into (data x fsdp)."""
     return mesh.shape["data"] * mesh.shape["fsdp"]

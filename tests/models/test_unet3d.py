@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs.stages import TEMPORAL_TRANSFORMERS
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.build import build_unet
 from stylecrafter_jax.models.unet3d import timestep_embedding
@@ -40,7 +41,7 @@ def _replace(params, pattern, fn):
         lambda p, v: fn(v) if re.search(pattern, path_string(p)) else v, params)
 
 
-TEMPORAL_PROJ_OUT = r"(init_attn_0|(input_blocks_\d+|middle_block|output_blocks_\d+)/2)/proj_out/"
+TEMPORAL_PROJ_OUT = TEMPORAL_TRANSFORMERS + "proj_out/"
 
 
 def test_output_shapes_video_and_image(apply, tiny_params, inputs):

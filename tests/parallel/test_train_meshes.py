@@ -9,7 +9,7 @@ from flax import traverse_util
 from configs.stage1 import get_config
 from stylecrafter_jax.diffusion.schedule import make_schedule
 from stylecrafter_jax.models.build import build_adapter, build_unet
-from stylecrafter_jax.parallel.arrays import batch_sharding
+from stylecrafter_jax.parallel.arrays import abstract_arrays, batch_sharding
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.train.init import create_state, stage_labels
@@ -74,7 +74,7 @@ def _train(shape, start=None):
     batches = [jax.device_put(b, batch_sharding(mesh)) for b in _batches(config)]
     models = LossModels(build_unet(config.model), build_adapter(config.model), make_schedule(),
                         np.zeros((1, 77, config.model.unet.context_dim), np.float32))
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), batches[0])
+    abstract = abstract_arrays(batches[0])
     with activation_rules(mesh, config.mesh.rules):
         step, _ = compile_step(make_step_fn(models, tx, labels, config.train, "full"), state, abstract,
                                state_shardings=shardings, batch_shardings=batch_sharding(mesh), log=lambda _: None)

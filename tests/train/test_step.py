@@ -11,6 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from configs.stage1 import get_config
 from stylecrafter_jax.diffusion.schedule import make_schedule
 from stylecrafter_jax.models.build import build_adapter, build_unet, example_inputs
+from stylecrafter_jax.parallel.arrays import abstract_arrays
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.train.init import create_state, stage_labels
@@ -59,7 +60,7 @@ def _batch(config, mesh):
 
 
 def _compile(config, mesh, labels, tx, state, shardings, models, batch):
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), batch)
+    abstract = abstract_arrays(batch)
     with activation_rules(mesh, config.mesh.rules):
         return compile_step(make_step_fn(models, tx, labels, config.train, "skip"), state, abstract,
                             state_shardings=shardings, batch_shardings=NamedSharding(mesh, PartitionSpec(("data", "fsdp"))),
