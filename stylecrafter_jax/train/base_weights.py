@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 from stylecrafter_jax.checkpoints.components import trained_tree_to_components
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.parallel.arrays import abstract_arrays
 from stylecrafter_jax.parallel.init import init_sharded
 from stylecrafter_jax.parallel.rules import logical_shardings
 from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
@@ -22,40 +23,41 @@ from stylecrafter_jax.train.state import TrainState, merge, trainable
 ENCODER_NAMES = ("text_encoder", "image_encoder", "vae")
 
 
-def load_base_weights(config: ml_collections.ConfigDict, state: TrainState, mesh: Mesh, labels: dict, *,
-                      log: Callable[[str], None] = print) -> tuple[TrainState, dict[str, Any]]:
-    """(state with the base weights in place, frozen encoder parameters), every leaf in its sharding."""
+def load_encoder_params(config: ml_collections.ConfigDict, mesh: Mesh) -> dict[str, Any]:
+    """The frozen encoders' parameters in their shardings: from `config.pretrained`, or random without one."""
     encoders = build_encoders(config.model)
     init_encoders = functools.partial(init_encoder_params, encoders)
     key = jax.random.PRNGKey(config.seed + 2)
+    if not config.pretrained:
+        return init_sharded(init_encoders, key, mesh=mesh, rules=config.mesh.rules)[0]
+    encoder_names = [n for n in ENCODER_NAMES if n != "vae" or encoders.vae is not None]
+    missing = [n for n in encoder_names if n not in _available(config)]
+    if missing:
+        raise ConfigError(f"config.pretrained {config.pretrained!r} provides no {', '.join(missing)}: the frozen "
+                          "encoders must come from the converted directory (convert import --open-clip ...)")
+    encoder_abstract = jax.eval_shape(init_encoders, key)
+    abstract = {name: _with_shardings(encoder_abstract[name], mesh, config) for name in encoder_names}
+    return load_pretrained(config.pretrained, encoder_names, abstract=abstract)
+
+
+def load_base_weights(config: ml_collections.ConfigDict, state: TrainState, mesh: Mesh, labels: dict, *,
+                      log: Callable[[str], None] = print) -> tuple[TrainState, dict[str, Any]]:
+    """(state with the base weights in place, frozen encoder parameters), every leaf in its sharding."""
     params = state.params
     loaded_adapter = False
+    encoder_params = load_encoder_params(config, mesh)
     if config.pretrained:
-        available = set(read_manifest(config.pretrained).get("components", {}))
-        if config.pretrained_components:
-            available &= set(config.pretrained_components.split(","))
-        encoder_names = [n for n in ENCODER_NAMES if n != "vae" or encoders.vae is not None]
-        missing = [n for n in encoder_names if n not in available]
-        if missing:
-            raise ConfigError(f"config.pretrained {config.pretrained!r} provides no {', '.join(missing)}: the frozen "
-                              "encoders must come from the converted directory (convert import --open-clip ...)")
-        encoder_abstract = jax.eval_shape(init_encoders, key)
-        abstract = {name: _with_shardings(encoder_abstract[name], mesh, config) for name in encoder_names}
+        available = _available(config)
         components = trained_tree_to_components(params)
-        for name in ("unet", "adapter"):
-            if name in available:
-                abstract[name] = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
-                                              components[name])
-        loaded = load_pretrained(config.pretrained, sorted(abstract), abstract=abstract)
-        encoder_params = {name: loaded[name] for name in encoder_names}
+        abstract = {name: abstract_arrays(components[name]) for name in ("unet", "adapter") if name in available}
+        loaded = load_pretrained(config.pretrained, sorted(abstract), abstract=abstract) if abstract else {}
         if "unet" in loaded:
             params = merge(params, {"unet": loaded["unet"]})
         if "adapter" in loaded:
             loaded_adapter = True
             params = merge(params, {"adapter": loaded["adapter"]["adapter"], "unet": loaded["adapter"]["processors"]})
-        log(f"base weights from {config.pretrained}: {', '.join(sorted(loaded))}")
+        log(f"base weights from {config.pretrained}: {', '.join(sorted([*loaded, *encoder_params]))}")
     else:
-        encoder_params, _ = init_sharded(init_encoders, key, mesh=mesh, rules=config.mesh.rules)
         log("base weights: random initialisation (no config.pretrained)")
     if config.stage == "stage1" and not loaded_adapter:
         shardings = jax.tree.map(lambda a: a.sharding, params["unet"])
@@ -64,8 +66,15 @@ def load_base_weights(config: ml_collections.ConfigDict, state: TrainState, mesh
     return state.replace(params=params, ema=ema), encoder_params
 
 
+def _available(config: ml_collections.ConfigDict) -> set[str]:
+    """The components of `config.pretrained` this run takes (all, or those of `config.pretrained_components`)."""
+    available = set(read_manifest(config.pretrained).get("components", {}))
+    if config.pretrained_components:
+        available &= set(config.pretrained_components.split(","))
+    return available
+
+
 def _with_shardings(boxed_abstract: Any, mesh: Mesh, config: ml_collections.ConfigDict) -> Any:
     """ShapeDtypeStructs carrying the rule-given shardings of a boxed abstract tree."""
     shardings = logical_shardings(boxed_abstract, mesh, config.mesh.rules)
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed_abstract),
-                        shardings)
+    return abstract_arrays(nn.unbox(boxed_abstract), shardings)

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import jax
 import ml_collections
 
 from stylecrafter_jax.checkpoints.components import trained_tree_to_components
-from stylecrafter_jax.checkpoints.pretrained import save_component, write_manifest
+from stylecrafter_jax.checkpoints.pretrained import MANIFEST, read_manifest, save_component, write_manifest
 from stylecrafter_jax.parallel.distributed import is_primary
 from stylecrafter_jax.train.state import TrainState
+
+
+def exported_step(directory: str) -> int | None:
+    """The step of the run exported to `directory`, or None when there is no export."""
+    if not os.path.isfile(os.path.join(directory, MANIFEST)):
+        return None
+    return int(read_manifest(directory).get("step", -1))
 
 
 def export_run(config: ml_collections.ConfigDict, state: TrainState, encoder_params: dict[str, Any],

@@ -18,17 +18,18 @@ from stylecrafter_jax.conditioning.encoders import encode_text_context
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
 from stylecrafter_jax.data.captions import clean_caption
 from stylecrafter_jax.data.iterators import make_iterator
-from stylecrafter_jax.diffusion.schedule import make_schedule
+from stylecrafter_jax.diffusion.schedule import schedule_from_config
 from stylecrafter_jax.errors import ConfigError, StyleCrafterError
 from stylecrafter_jax.models.build import build_adapter, build_unet
-from stylecrafter_jax.parallel.arrays import batch_sharding, check_global_batch_size, make_global_batch, \
+from stylecrafter_jax.parallel.arrays import abstract_arrays, batch_sharding, check_global_batch_size, make_global_batch, \
     process_data_shard
 from stylecrafter_jax.parallel.distributed import is_primary, maybe_initialize
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh, describe_mesh
 from stylecrafter_jax.train.base_weights import load_base_weights
+from stylecrafter_jax.train.cached import TARGET_KEYS, cached_arrays, inputs_from_cache
 from stylecrafter_jax.train.encode import build_encoders, encode_batch
-from stylecrafter_jax.train.export import export_run
+from stylecrafter_jax.train.export import export_run, exported_step
 from stylecrafter_jax.train.init import create_state, stage_labels
 from stylecrafter_jax.train.logger import MetricsLogger
 from stylecrafter_jax.train.loss import LossModels
@@ -47,7 +48,8 @@ class TrainingStopped(StyleCrafterError, RuntimeError):
 
 
 def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train `config` from scratch or from the newest checkpoint in `config.workdir`; returns a summary."""
+    """Train `config` from scratch or from the newest checkpoint in `config.workdir`; returns a summary
+    (state, encoder_params and labels are None when the work directory already holds the finished run)."""
     # ---------------------------------------------------------------- mesh and work directory
     maybe_initialize(config.mesh.distributed)
     mesh = create_mesh(config.mesh)
@@ -55,6 +57,11 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     log(f"mesh {describe_mesh(mesh)}; process {jax.process_index()} of {jax.process_count()}")
     check_workdir(config, write=primary)
     stage_rules(config.stage)
+    export = os.path.join(config.workdir, "export")
+    done = exported_step(export)
+    if done is not None and done >= config.train.steps:
+        log(f"{config.workdir} holds the finished run (step {done}, exported to {export}); nothing to train")
+        return {"step": done, "state": None, "encoder_params": None, "labels": None, "preempted": False}
 
     # ---------------------------------------------------------------- input
     for batch_size in _batch_sizes(config):
@@ -68,7 +75,7 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     encoders = build_encoders(config.model)
     labels = stage_labels(config)
     tx = make_optimizer(config.train, labels)
-    schedule = make_schedule()
+    schedule = schedule_from_config(config.model)
     lr_at = learning_rate_schedule(config.train)
 
     # ---------------------------------------------------------------- state, born sharded
@@ -105,14 +112,14 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
         while step < config.train.steps:
             raw = next(data)
             kind, host_batch = _host_batch(raw, config, tokenizer)
+            compile_start = time.perf_counter()  # the encoders compile on their first call of a kind, too
             encoded = _encode(encoders, encoder_params, make_global_batch(host_batch, mesh), config.seed, step,
                               batch_sharding(mesh))
             if kind not in compiled:
-                compile_start = time.perf_counter()
                 mode = IMAGE_MODES.get(config.stage, "skip") if kind == "images" else "full"
                 with activation_rules(mesh, config.mesh.rules):
                     compiled[kind] = compile_step(
-                        make_step_fn(models, tx, labels, config.train, mode), state, _abstract(encoded),
+                        make_step_fn(models, tx, labels, config.train, mode), state, abstract_arrays(encoded),
                         state_shardings=state_shardings, batch_shardings=batch_sharding(mesh), log=log,
                         name=f"{config.stage} step on {kind} {tuple(encoded['latents'].shape)}")
                 window["start"] += time.perf_counter() - compile_start  # compile time is not step time
@@ -152,7 +159,7 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
         logger.close()
         signal.signal(signal.SIGTERM, previous)
     if step == config.train.steps:  # on every host: orbax saves are collective
-        export_run(config, state, encoder_params, os.path.join(config.workdir, "export"))
+        export_run(config, state, encoder_params, export)
     return {"step": step, "state": state, "encoder_params": encoder_params, "labels": labels,
             "preempted": stop["signal"] is not None}
 
@@ -166,31 +173,41 @@ def _batch_sizes(config: ml_collections.ConfigDict) -> list[int]:
 
 
 def _host_batch(raw: dict[str, Any], config: ml_collections.ConfigDict, tokenizer) -> tuple[str, dict]:
-    """(kind, arrays) of a host batch: token ids, uint8 style references, uint8 targets (b, t, h, w, 3)."""
-    rules = tuple(config.data.captions.rules)
-    captions = [clean_caption(str(c), rules, config.data.captions.tidy) for c in raw["caption"]]
-    tokens = tokenizer(captions)
-    if "video" in raw:
-        return "videos", {"tokens": tokens, "style": raw["style"], "target": raw["video"]}
-    image, style = raw["image"], raw["style"]
-    if IMAGE_MODES.get(config.stage) == "frame_isolated":  # pack images as pseudo-videos of `frames` images
-        frames = config.data.videos.num_frames
-        if image.shape[0] % frames:
-            raise ConfigError(f"data.images.batch_size {image.shape[0]} must be a multiple of "
-                              f"data.videos.num_frames {frames} to pack image batches")
-        pack = lambda a: a.reshape((a.shape[0] // frames, frames) + a.shape[1:])  # noqa: E731
-        return "images", {"tokens": pack(tokens), "style": pack(style), "target": pack(image)}
-    return "images", {"tokens": tokens, "style": style, "target": image[:, None]}
+    """(kind, arrays) of a host batch: token ids, uint8 style references and uint8 targets (b, t, h, w, 3)
+    for the encoders, or the cached encoder outputs (their target under "latents" or "latent_moments")."""
+    if "text_context" in raw:
+        arrays = cached_arrays(raw, config.model.latent)
+        target = next(key for key in TARGET_KEYS if key in arrays)
+        arrays[target] = arrays[target][:, 0] if arrays[target].shape[1] == 1 else arrays[target]
+        kind = "videos" if arrays[target].ndim == 5 else "images"
+    else:
+        rules = tuple(config.data.captions.rules)
+        tokens = tokenizer([clean_caption(str(c), rules, config.data.captions.tidy) for c in raw["caption"]])
+        kind, target = ("videos", "video") if "video" in raw else ("images", "image")
+        arrays = {"tokens": tokens, "style": raw["style"], target: raw[target]}
+    if kind == "images" and IMAGE_MODES.get(config.stage) == "frame_isolated":
+        arrays = _pack_images(arrays, config.data.videos.num_frames)  # pseudo-videos of `frames` images
+    elif kind == "images":
+        arrays[target] = arrays[target][:, None]
+    return kind, {("target" if key in ("image", "video") else key): value for key, value in arrays.items()}
+
+
+def _pack_images(arrays: dict[str, Any], frames: int) -> dict[str, Any]:
+    """Image arrays (b, ...) -> (b / frames, frames, ...)."""
+    batch = len(next(iter(arrays.values())))
+    if batch % frames:
+        raise ConfigError(f"data.images.batch_size {batch} must be a multiple of data.videos.num_frames {frames} "
+                          "to pack image batches")
+    return {key: a.reshape((batch // frames, frames) + a.shape[1:]) for key, a in arrays.items()}
 
 
 def _encode(encoders, encoder_params, batch: dict, seed: int, step: int, sharding) -> dict:
+    """The step's inputs of a global batch: encoded by the frozen encoders, or read from the cache."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed + 1), step)
+    if "tokens" not in batch:
+        return inputs_from_cache(batch, key, sharding=sharding)
     return encode_batch(encoders, encoder_params, batch["tokens"], batch["style"], batch["target"], key,
                         sharding=sharding)
-
-
-def _abstract(tree: Any) -> Any:
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
 
 
 def _check_finite(pending: tuple[int, dict] | None) -> None:

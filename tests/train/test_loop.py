@@ -53,6 +53,11 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, uninterrup
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(k in rows[-1] for k in ("loss", "lr", "grad_norm", "steps_per_s", "examples_per_s"))
+    # The same command once more: the finished run is noticed before any model is built.
+    lines = []
+    again = run(_config(tmp_path, 4), log=lines.append)
+    assert again["step"] == 4 and again["state"] is None and not again["preempted"]
+    assert any("holds the finished run (step 4" in line for line in lines), lines
 
 
 def test_loss_falls(tmp_path):
