@@ -8,6 +8,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs.encoders import image_encoder_config, text_encoder_config, vae_config
+from stylecrafter_jax.diffusion.schedule import LINEAR_END, LINEAR_START, NUM_TRAIN_TIMESTEPS
 
 SIZES = ("full", "medium", "tiny")
 
@@ -51,7 +52,8 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     """The `model` section: size name, sub-models, compute dtype, attention kernel, remat policy.
 
     `latent` is "vae" (the KL VAE's scaled latents, the reference) or "pixels" (no VAE: the U-Net
-    diffuses the image itself, for the toy).
+    diffuses the image itself, for the toy). `diffusion` is the DDPM schedule the model was trained
+    with (the reference's scaled-linear betas unless a config says otherwise).
     """
     frames, height, width = latent_shape(size)
     encoders = "full" if size == "full" else "tiny"
@@ -63,6 +65,8 @@ def model_config(size: str) -> ml_collections.ConfigDict:
         image_encoder=image_encoder_config(encoders),
         vae=vae_config(encoders),
         latent="vae",
+        diffusion=ml_collections.ConfigDict(dict(
+            num_timesteps=NUM_TRAIN_TIMESTEPS, linear_start=LINEAR_START, linear_end=LINEAR_END)),
         frames=frames,
         latent_height=height,
         latent_width=width,

@@ -19,6 +19,7 @@ def get_sampling_config(mode: str = "video") -> ml_collections.ConfigDict:
         mode=mode,
         steps=50,                   # DDIM steps: timesteps 981, 961, ..., 1
         eta=1.0,                    # 1.0 = stochastic, as shipped; 0.0 = deterministic DDIM
+        clip_x0=0.0,                # 0 = no clipping of the x0 estimate (latents); pixel models: 1.0
         text_scale=15.0,            # λt, video guidance
         style_scale=7.5,            # λs, video guidance
         image_scale=6.0,            # λ, image guidance (the HF demo uses 7.5)

@@ -21,9 +21,10 @@ def train_config(stage: str) -> ml_collections.ConfigDict:
         eps=1e-8,
         grad_clip=1.0,  # global-norm clipping; 0 = off
         ema_decay=0.0,  # 0 = no EMA
-        # Loss: eps-prediction MSE; "v" weights by 1/ᾱ_t (the v-prediction loss); timesteps uniform, or
-        # biased toward high noise with density ∝ u^(1/power).
+        # Loss: eps-prediction MSE; "v" weights by 1/ᾱ_t (the v-prediction loss), capped at
+        # loss_weight_cap (0 = no cap); timesteps uniform, or biased toward high noise with density ∝ u^(1/power).
         loss_weighting="uniform",  # uniform | v
+        loss_weight_cap=0.0,
         timestep_sampling="uniform",  # uniform | high_noise
         high_noise_power=2.0,
         # Condition dropout for guidance, per sample: text only, style only, both.

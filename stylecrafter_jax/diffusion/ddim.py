@@ -4,7 +4,9 @@ Timesteps: "uniform" spacing with the +1 offset, c = T // steps and τ = {0, c, 
 from the largest down (981, 961, ..., 1 for 50 steps). When `steps` does not divide T this yields
 len(range(0, T, c)) steps, which can be one or more than asked, as in the official code (diffusers'
 "leading" spacing differs there). ᾱ_prev of the last visited step is ᾱ[0], not 1. σ = η·√((1−ᾱ_prev)
-/(1−ᾱ)·(1−ᾱ/ᾱ_prev)); there is no clipping of x̂0, and with η > 0 the last step adds noise too.
+/(1−ᾱ)·(1−ᾱ/ᾱ_prev)); with η > 0 the last step adds noise too. x̂0 is not clipped (the official code,
+latents) unless `clip_x0` > 0: then x̂0 is clipped to [−clip_x0, clip_x0] and ε re-derived from it, as
+pixel-space DDPMs do (`clip_denoised`).
 
 Randomness: every sample of a batch has its own key, `fold_in(seed_key, index)` with `index` its
 position in the whole run (`sample_keys`), so a sample does not depend on which batch it lands in.
@@ -70,9 +72,12 @@ def ddim_coefficients(schedule: DiffusionSchedule, num_steps: int, eta: float = 
 
 
 def ddim_step(x: jax.Array, eps: jax.Array, alpha: jax.Array, alpha_prev: jax.Array, sigma: jax.Array,
-              noise: jax.Array | None) -> jax.Array:
+              noise: jax.Array | None, clip_x0: float = 0.0) -> jax.Array:
     """One DDIM update x_t → x_prev for scalar ᾱ, ᾱ_prev, σ; `noise` None means σ·z is left out."""
     x0 = (x - jnp.sqrt(1.0 - alpha) * eps) / jnp.sqrt(alpha)
+    if clip_x0 > 0:
+        x0 = jnp.clip(x0, -clip_x0, clip_x0)
+        eps = (x - jnp.sqrt(alpha) * x0) / jnp.sqrt(1.0 - alpha)
     x_prev = jnp.sqrt(alpha_prev) * x0 + jnp.sqrt(1.0 - alpha_prev - sigma ** 2) * eps
     return x_prev if noise is None else x_prev + sigma * noise
 
@@ -124,10 +129,12 @@ class DDIMSampler:
     """
 
     def __init__(self, denoise: Denoiser, schedule: DiffusionSchedule, *, num_steps: int = 50,
-                 eta: float = 1.0, on_step: Callable[[int], None] | None = None):
+                 eta: float = 1.0, clip_x0: float = 0.0, on_step: Callable[[int], None] | None = None):
+        if clip_x0 < 0:
+            raise ConfigError(f"sampling.clip_x0: got {clip_x0!r}, expected 0 (no clipping) or a positive bound")
         self.denoise = denoise
         self.coefficients = ddim_coefficients(schedule, num_steps, eta)
-        self.eta = float(eta)
+        self.eta, self.clip_x0 = float(eta), float(clip_x0)
         self.on_step = on_step
         self._loop = jax.jit(self._run_loop)
 
@@ -160,7 +167,7 @@ class DDIMSampler:
             if eps.shape != x.shape:
                 raise ShapeError(f"denoise returned eps of shape {eps.shape}, expected x's shape {x.shape}")
             noise = step_noise(keys, k, sample_shape) if self.eta > 0 else None
-            x = ddim_step(x, eps.astype(jnp.float32), alpha, alpha_prev, sigma, noise)
+            x = ddim_step(x, eps.astype(jnp.float32), alpha, alpha_prev, sigma, noise, self.clip_x0)
             if self.on_step is not None:
                 jax.debug.callback(lambda k_: self.on_step(int(k_)), k)
             return x, None

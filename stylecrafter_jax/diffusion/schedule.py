@@ -100,6 +100,12 @@ def predict_x0_from_eps(schedule: DiffusionSchedule, x_t: jax.Array, t: jax.Arra
             - _per_sample(schedule.sqrt_recipm1_alphas_cumprod, t, x_t, "predict_x0_from_eps") * eps)
 
 
+def schedule_from_config(model: Any) -> DiffusionSchedule:
+    """The schedule of a model config's `diffusion` section (num_timesteps, linear_start, linear_end)."""
+    return make_schedule(int(model.diffusion.num_timesteps), float(model.diffusion.linear_start),
+                         float(model.diffusion.linear_end))
+
+
 def check_schedule_buffers(buffers: Mapping[str, Any], schedule: DiffusionSchedule | None = None, *,
                            source: str = "checkpoint", rtol: float = 1e-5, atol: float = 1e-6) -> None:
     """Compare the DDPM buffers of an official checkpoint with `schedule` (default: `make_schedule()`).

@@ -24,7 +24,7 @@ from stylecrafter_jax.conditioning.preprocess import clip_pixels
 from stylecrafter_jax.conditioning.tokenizer import ClipTokenizer
 from stylecrafter_jax.diffusion.ddim import DDIMSampler, sample_keys
 from stylecrafter_jax.diffusion.guidance import GuidanceInputs, make_guided_denoiser, style_multipliers
-from stylecrafter_jax.diffusion.schedule import make_schedule
+from stylecrafter_jax.diffusion.schedule import schedule_from_config
 from stylecrafter_jax.errors import ConfigError, ShapeError
 from stylecrafter_jax.models.build import build_adapter, build_unet
 from stylecrafter_jax.models.clip import OpenCLIPTextTower, OpenCLIPVisionTower
@@ -85,7 +85,8 @@ class SamplingPipeline:
         denoise = make_guided_denoiser(self._model_fn, mode=sampling.mode, text_scale=sampling.text_scale,
                                        style_scale=sampling.style_scale, image_scale=sampling.image_scale,
                                        form=sampling.guidance_form)
-        self.sampler = DDIMSampler(denoise, make_schedule(), num_steps=sampling.steps, eta=sampling.eta,
+        self.sampler = DDIMSampler(denoise, schedule_from_config(model), num_steps=sampling.steps, eta=sampling.eta,
+                                   clip_x0=sampling.clip_x0,
                                    on_step=self._step_done if report_steps else None)
         self._empty_tokens = jnp.asarray(tokenizer([""]))
         self._condition = jax.jit(self._condition_fn)

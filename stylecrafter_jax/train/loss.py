@@ -43,13 +43,17 @@ def sample_timesteps(key: jax.Array, shape: tuple[int, ...], train: ml_collectio
     return jnp.minimum((u * num_timesteps).astype(jnp.int32), num_timesteps - 1)
 
 
-def loss_weights(schedule: DiffusionSchedule, t: jax.Array, weighting: str) -> jax.Array:
-    """Per-example weights: 1, or 1/ᾱ_t (the eps loss rewritten as the v-prediction loss)."""
+def loss_weights(schedule: DiffusionSchedule, t: jax.Array, weighting: str, cap: float = 0.0) -> jax.Array:
+    """Per-example weights: 1, or 1/ᾱ_t (the eps loss rewritten as the v-prediction loss), at most `cap`
+    when `cap` > 0 (near ᾱ = 0 the v weight grows without bound)."""
     if weighting not in WEIGHTINGS:
         raise ConfigError(f"train.loss_weighting {weighting!r}: expected one of {WEIGHTINGS}")
+    if cap < 0:
+        raise ConfigError(f"train.loss_weight_cap {cap!r}: expected 0 (no cap) or a positive number")
     if weighting == "uniform":
         return jnp.ones(t.shape, jnp.float32)
-    return 1.0 / jnp.asarray(schedule.alphas_cumprod)[t]
+    weights = 1.0 / jnp.asarray(schedule.alphas_cumprod)[t]
+    return jnp.minimum(weights, cap) if cap > 0 else weights
 
 
 def dropout_masks(key: jax.Array, batch: int, train: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
@@ -90,6 +94,6 @@ def diffusion_loss(params: dict, batch: dict[str, jax.Array], key: jax.Array, mo
     eps = models.unet.apply({"params": params["unet"]}, noisy, timesteps, context, multipliers,
                             temporal_mode=temporal_mode)
     per_example = jnp.mean(jnp.square(eps - noise).reshape(n, -1), axis=-1)
-    weights = loss_weights(models.schedule, timesteps.reshape(n), train.loss_weighting)
+    weights = loss_weights(models.schedule, timesteps.reshape(n), train.loss_weighting, train.loss_weight_cap)
     loss = jnp.mean(weights * per_example)
     return loss, {"mse": jnp.mean(per_example), "style_scale_mean": jnp.mean(scales)}

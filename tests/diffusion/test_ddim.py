@@ -21,10 +21,11 @@ def schedule():
     return make_schedule()
 
 
-def diffusers_ddim(num_steps):
+def diffusers_ddim(num_steps, clip=0.0):
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                               beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1,
-                              set_alpha_to_one=False, clip_sample=False, prediction_type="epsilon")
+                              set_alpha_to_one=False, clip_sample=clip > 0, clip_sample_range=clip or 1.0,
+                              prediction_type="epsilon")
     scheduler.set_timesteps(num_steps)
     return scheduler
 
@@ -80,6 +81,22 @@ def test_update_step_equals_diffusers(schedule, eta):
         want = ref.step(torch.from_numpy(eps), int(c.timesteps[k]), torch.from_numpy(x), eta=eta,
                         variance_noise=torch.from_numpy(noise)).prev_sample
         np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-4, atol=1e-4, err_msg=f"step {k}")
+
+
+def test_clipped_x0_step_equals_diffusers_clip_sample_with_the_clipped_model_output(schedule):
+    c = ddim_coefficients(schedule, 50, eta=1.0)
+    ref = diffusers_ddim(50, clip=1.0)
+    rng = np.random.default_rng(2)
+    for k in (0, 25, 49):
+        x, eps, noise = (rng.standard_normal((2,) + SAMPLE_SHAPE).astype(np.float32) for _ in range(3))
+        got = ddim_step(x, eps, c.alphas[k], c.alphas_prev[k], c.sigmas[k], noise, clip_x0=1.0)
+        want = ref.step(torch.from_numpy(eps), int(c.timesteps[k]), torch.from_numpy(x), eta=1.0,
+                        use_clipped_model_output=True, variance_noise=torch.from_numpy(noise)).prev_sample
+        np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-4, atol=1e-4, err_msg=f"step {k}")
+        unclipped = ddim_step(x, eps, c.alphas[k], c.alphas_prev[k], c.sigmas[k], noise)
+        assert float(np.abs(np.asarray(unclipped) - np.asarray(got)).max()) > 1e-2  # the clip did something
+    with pytest.raises(ConfigError, match="clip_x0"):
+        DDIMSampler(linear_denoise, schedule, num_steps=STEPS, clip_x0=-1.0)
 
 
 def test_sampler_equals_diffusers_loop(sampler, cond):

@@ -5,8 +5,10 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
+from configs.models import model_config
+from configs.toy import get_config as toy_config
 from stylecrafter_jax.diffusion.schedule import (check_schedule_buffers, make_schedule, predict_x0_from_eps,
-                                                 q_sample)
+                                                 q_sample, schedule_from_config)
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError, ShapeError
 
 
@@ -107,6 +109,15 @@ def test_check_rejects_a_different_schedule():
     other = make_schedule(linear_start=0.0001, linear_end=0.02)
     with pytest.raises(CheckpointMismatchError, match="'betas'"):
         check_schedule_buffers(other._asdict())
+
+
+def test_model_configs_carry_their_schedule():
+    reference = schedule_from_config(model_config("full"))
+    check_schedule_buffers(reference._asdict())  # the official buffers, exactly
+    toy = schedule_from_config(toy_config().model)
+    # The pixel-space toy ends noisier: its t = T keeps 1.5% of the image, not the reference's 6.8%.
+    assert reference.sqrt_alphas_cumprod[-1] == pytest.approx(0.0683, abs=1e-4)
+    assert toy.sqrt_alphas_cumprod[-1] == pytest.approx(0.0152, abs=1e-4)
 
 
 def test_bad_input(schedule):
