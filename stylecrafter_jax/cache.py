@@ -43,7 +43,7 @@ def build_cache(config: ml_collections.ConfigDict, kind: str, out: str, *, epoch
                 overwrite: bool = False) -> int:
     """Encode `epochs` epochs of the config's `kind` source into `out`; returns the number of records."""
     if kind not in ("images", "videos"):
-        raise ConfigError(f"kind {kind!r}: expected 'images' or 'videos'")
+        raise ConfigError(f"kind {kind!r} (--kind, or the config's data.kind): expected 'images' or 'videos'")
     mesh = create_mesh(config.mesh)
     encoders = build_encoders(config.model)
     params = load_encoder_params(config, mesh)

@@ -79,3 +79,9 @@ def test_cache_command_then_training_on_the_cache(tmp_path, capsys):
     with open(os.path.join(config.workdir, "metrics.jsonl")) as f:
         losses = [json.loads(line)["loss"] for line in f if '"loss"' in line]
     assert len(losses) == 2 and all(np.isfinite(losses)) and all(loss > 0 for loss in losses)
+
+
+def test_cache_of_a_mixed_config_needs_a_kind(tmp_path, capsys):
+    argv = ["cache", "--config=configs/stage2.py:tiny,synthetic", f"--out={tmp_path}"]
+    assert cache_main(argv) == 2
+    assert "kind 'mixed' (--kind, or the config's data.kind): expected 'images' or 'videos'" in capsys.readouterr().err
