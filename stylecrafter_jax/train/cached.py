@@ -15,13 +15,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from stylecrafter_jax.conditioning.encoders import encode_style_images, encode_text_context
-from stylecrafter_jax.conditioning.preprocess import clip_pixels
+from stylecrafter_jax.conditioning.encoders import encode_text_context
 from stylecrafter_jax.conditioning.tokenizer import ClipTokenizer
-from stylecrafter_jax.data.captions import clean_caption
 from stylecrafter_jax.errors import DataError
 from stylecrafter_jax.models.vae import AutoencoderKL, sample_latent, scale_latents
-from stylecrafter_jax.train.encode import Encoders, uint8_to_signed
+from stylecrafter_jax.train.encode import Encoders, caption_tokens, style_tokens, uint8_to_signed
 
 CONDITION_KEYS = ("text_context", "image_tokens")
 TARGET_KEYS = ("latent_moments", "latents")
@@ -30,15 +28,12 @@ TARGET_KEYS = ("latent_moments", "latents")
 def cache_encoders(config: ml_collections.ConfigDict, encoders: Encoders, params: dict[str, Any],
                    tokenizer: ClipTokenizer) -> dict[str, Callable[[dict[str, np.ndarray]], np.ndarray]]:
     """The functions of an image or video pipeline batch whose outputs a cached dataset of the run stores."""
-    rules, tidy = tuple(config.data.captions.rules), config.data.captions.tidy
-
     def text_context(batch: dict[str, np.ndarray]) -> np.ndarray:
-        tokens = tokenizer([clean_caption(str(c), rules, tidy) for c in batch["caption"]])
+        tokens = caption_tokens(batch["caption"], config.data.captions, tokenizer)
         return np.asarray(encode_text_context(encoders.text, params["text_encoder"], jnp.asarray(tokens)))
 
     def image_tokens(batch: dict[str, np.ndarray]) -> np.ndarray:
-        pixels = clip_pixels(uint8_to_signed(jnp.asarray(batch["style"])), encoders.vision.image_size)
-        return np.asarray(encode_style_images(encoders.vision, params["image_encoder"], pixels)[0])
+        return np.asarray(style_tokens(encoders, params, jnp.asarray(batch["style"])))
 
     def target(batch: dict[str, np.ndarray]) -> np.ndarray:
         video = uint8_to_signed(jnp.asarray(batch["video"] if "video" in batch else batch["image"][:, None]))

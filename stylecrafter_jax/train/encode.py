@@ -8,14 +8,17 @@ differentiated step reads: `latents`, `text_context`, `image_tokens`. Leading ax
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from stylecrafter_jax.conditioning.encoders import encode_style_images, encode_text_context, encode_video
 from stylecrafter_jax.conditioning.preprocess import clip_pixels
+from stylecrafter_jax.conditioning.tokenizer import ClipTokenizer
+from stylecrafter_jax.data.captions import clean_caption
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.build import compute_dtype
 from stylecrafter_jax.models.clip import OpenCLIPTextTower, OpenCLIPVisionTower
@@ -63,6 +66,17 @@ def uint8_to_signed(pixels: jax.Array) -> jax.Array:
     return pixels.astype(jnp.float32)
 
 
+def caption_tokens(captions: Sequence[Any], section: ml_collections.ConfigDict, tokenizer: ClipTokenizer) -> np.ndarray:
+    """Token ids (b, 77) of captions cleaned by the data config's `captions` section (rules, tidy)."""
+    return tokenizer([clean_caption(str(c), tuple(section.rules), section.tidy) for c in captions])
+
+
+def style_tokens(encoders: Encoders, params: dict, style: jax.Array) -> jax.Array:
+    """CLIP image tokens (B, 257, width) of uint8 or [-1, 1] style references (B, s, s, 3)."""
+    pixels = clip_pixels(uint8_to_signed(style), encoders.vision.image_size)
+    return encode_style_images(encoders.vision, params["image_encoder"], pixels)[0]
+
+
 @functools.partial(jax.jit, static_argnums=0, static_argnames="sharding")
 def encode_batch(encoders: Encoders, params: dict, tokens: jax.Array, style: jax.Array, target: jax.Array,
                  key: jax.Array, sharding: jax.sharding.Sharding | None = None) -> dict[str, jax.Array]:
@@ -73,8 +87,7 @@ def encode_batch(encoders: Encoders, params: dict, tokens: jax.Array, style: jax
     """
     lead_text, lead_style = tokens.shape[:-1], style.shape[:-3]
     context = encode_text_context(encoders.text, params["text_encoder"], tokens.reshape(-1, tokens.shape[-1]))
-    pixels = clip_pixels(uint8_to_signed(style).reshape((-1,) + style.shape[-3:]), encoders.vision.image_size)
-    image_tokens, _ = encode_style_images(encoders.vision, params["image_encoder"], pixels)
+    image_tokens = style_tokens(encoders, params, style.reshape((-1,) + style.shape[-3:]))
     target = uint8_to_signed(target)
     latents = target if encoders.vae is None else encode_video(encoders.vae, params["vae"], target, key)
     encoded = {

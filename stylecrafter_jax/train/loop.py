@@ -16,19 +16,18 @@ from configs.stages import stage_rules
 from stylecrafter_jax.checkpoints.run_checkpoints import RunCheckpointer
 from stylecrafter_jax.conditioning.encoders import encode_text_context
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
-from stylecrafter_jax.data.captions import clean_caption
 from stylecrafter_jax.data.iterators import make_iterator
 from stylecrafter_jax.diffusion.schedule import schedule_from_config
 from stylecrafter_jax.errors import ConfigError, StyleCrafterError
 from stylecrafter_jax.models.build import build_adapter, build_unet
-from stylecrafter_jax.parallel.arrays import abstract_arrays, batch_sharding, check_global_batch_size, make_global_batch, \
-    process_data_shard
+from stylecrafter_jax.parallel.arrays import (abstract_arrays, batch_sharding, check_global_batch_size,
+                                              make_global_batch, process_data_shard)
 from stylecrafter_jax.parallel.distributed import is_primary, maybe_initialize
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh, describe_mesh
 from stylecrafter_jax.train.base_weights import load_base_weights
 from stylecrafter_jax.train.cached import TARGET_KEYS, cached_arrays, inputs_from_cache
-from stylecrafter_jax.train.encode import build_encoders, encode_batch
+from stylecrafter_jax.train.encode import build_encoders, caption_tokens, encode_batch
 from stylecrafter_jax.train.export import export_run, exported_step
 from stylecrafter_jax.train.init import create_state, stage_labels
 from stylecrafter_jax.train.logger import MetricsLogger
@@ -181,8 +180,7 @@ def _host_batch(raw: dict[str, Any], config: ml_collections.ConfigDict, tokenize
         arrays[target] = arrays[target][:, 0] if arrays[target].shape[1] == 1 else arrays[target]
         kind = "videos" if arrays[target].ndim == 5 else "images"
     else:
-        rules = tuple(config.data.captions.rules)
-        tokens = tokenizer([clean_caption(str(c), rules, config.data.captions.tidy) for c in raw["caption"]])
+        tokens = caption_tokens(raw["caption"], config.data.captions, tokenizer)
         kind, target = ("videos", "video") if "video" in raw else ("images", "image")
         arrays = {"tokens": tokens, "style": raw["style"], target: raw[target]}
     if kind == "images" and IMAGE_MODES.get(config.stage) == "frame_isolated":
