@@ -1,8 +1,9 @@
 """The CLIP BPE tokenizer with open_clip's conventions: same cleaning, ids, truncation and zero padding.
 
-Tokenization runs through transformers' slow `CLIPTokenizer` (which uses ftfy) after open_clip's
-`basic_clean` (ftfy, HTML unescaping twice, strip). The tokenizer loads from a Hugging Face tokenizer
-directory (vocab.json + merges.txt), or is built offline from the `bpe_simple_vocab_16e6.txt.gz` that
+Text is cleaned as open_clip's `SimpleTokenizer` cleans it (ftfy, HTML unescaping twice, whitespace
+collapsed, lower case), then split and merged by the Rust BPE of the `tokenizers` package with CLIP's
+word pattern, byte-level alphabet and `</w>` word ends. The vocabulary loads from a Hugging Face tokenizer
+directory (vocab.json + merges.txt), or is built from the `bpe_simple_vocab_16e6.txt.gz` that
 `open_clip_torch` ships (installed with `--no-deps`; found without importing the package).
 """
 
@@ -13,21 +14,25 @@ import html
 import importlib.util
 import json
 import os
-import tempfile
 import warnings
 from typing import Sequence
 
 import ftfy
 import numpy as np
-from transformers import CLIPTokenizer
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
 from stylecrafter_jax.errors import ConfigError
 
 CONTEXT_LENGTH = 77
 START_OF_TEXT = "<|startoftext|>"
 END_OF_TEXT = "<|endoftext|>"
+OPEN_CLIP_PACKAGE = "open_clip_torch==3.3.0"
 _BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 _NUM_MERGES = 49152 - 256 - 2
+# CLIP's word pattern (contractions, letter runs, single digits, other non-space runs), on lower-cased text.
+_WORD_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
+
+Vocabulary = tuple[dict[str, int], list[tuple[str, str]]]
 
 
 def basic_clean(text: str) -> str:
@@ -35,31 +40,57 @@ def basic_clean(text: str) -> str:
     return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
 
 
+def clean_text(text: str) -> str:
+    """What open_clip's default ("lower") cleaning feeds the BPE: basic_clean, whitespace collapsed, lower case."""
+    return " ".join(basic_clean(text).split()).lower()
+
+
+def _bpe_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
+    """The `tokenizers` pipeline of CLIP's BPE: word pattern, byte-level symbols, merges with `</w>` ends."""
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_WORD_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    return tokenizer
+
+
 class ClipTokenizer:
     """Text → (n, context_length) int32 ids: [SOT] + BPE + [EOT], zero-padded, truncated keeping EOT.
 
     Prompts longer than the context are truncated (the last kept id is set to EOT) with one warning
-    per call naming how many were cut.
+    per call naming how many were cut. Picklable (grain worker processes receive it).
     """
 
-    def __init__(self, hf_tokenizer: CLIPTokenizer, context_length: int = CONTEXT_LENGTH):
-        self.hf_tokenizer = hf_tokenizer
+    def __init__(self, vocabulary: Vocabulary, context_length: int = CONTEXT_LENGTH):
+        vocab, merges = vocabulary
+        self.vocabulary = vocabulary
         self.context_length = context_length
-        self.sot_id = hf_tokenizer.convert_tokens_to_ids(START_OF_TEXT)
-        self.eot_id = hf_tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+        self.sot_id = vocab[START_OF_TEXT]
+        self.eot_id = vocab[END_OF_TEXT]
+        self._bpe = _bpe_tokenizer(vocab, merges)
+
+    def __getstate__(self) -> dict:
+        return {"vocabulary": self.vocabulary, "context_length": self.context_length}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["vocabulary"], state["context_length"])
+
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """Untruncated ids of each text, with SOT and EOT."""
+        encodings = self._bpe.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
+        return [[self.sot_id, *e.ids, self.eot_id] for e in encodings]
 
     def encode(self, text: str) -> list[int]:
         """Untruncated ids of one text, with SOT and EOT."""
-        pieces = self.hf_tokenizer.tokenize(basic_clean(text))
-        return [self.sot_id, *self.hf_tokenizer.convert_tokens_to_ids(pieces), self.eot_id]
+        return self.encode_many([text])[0]
 
     def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
         """Ids of one text or a sequence of texts, shape (n, context_length), int32."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = [texts] if isinstance(texts, str) else [str(t) for t in texts]
         ids = np.zeros((len(texts), self.context_length), np.int32)
         too_long = []
-        for row, text in enumerate(texts):
-            tokens = self.encode(text)
+        for row, (text, tokens) in enumerate(zip(texts, self.encode_many(texts))):
             if len(tokens) > self.context_length:
                 too_long.append(text)
                 tokens = tokens[:self.context_length - 1] + [self.eot_id]
@@ -79,21 +110,40 @@ def open_clip_bpe_path() -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def write_hf_vocab(bpe_path: str, out_dir: str) -> None:
-    """Write vocab.json (49408 tokens) and merges.txt (48894 merges) from the gzipped BPE file.
+def read_bpe_file(bpe_path: str) -> Vocabulary:
+    """(vocab of 49408 tokens, 48894 merges) from the gzipped BPE file.
 
     The vocabulary is built as OpenAI's SimpleTokenizer builds it: the 256 byte symbols, the same
     with `</w>`, one token per merge, then the start and end tokens.
     """
     lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")
-    merges = lines[1:_NUM_MERGES + 1]
+    merges = [tuple(line.split()) for line in lines[1:_NUM_MERGES + 1]]
     symbols = list(_bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
-    vocab += [START_OF_TEXT, END_OF_TEXT]
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [START_OF_TEXT, END_OF_TEXT]
+    return {token: i for i, token in enumerate(tokens)}, merges
+
+
+def write_hf_vocab(vocabulary: Vocabulary, out_dir: str) -> None:
+    """Write `vocabulary` as a Hugging Face tokenizer directory: vocab.json and merges.txt."""
+    vocab, merges = vocabulary
     with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:
-        json.dump({token: i for i, token in enumerate(vocab)}, f, ensure_ascii=False)
+        json.dump(vocab, f, ensure_ascii=False)
     with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+        f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+
+
+def read_hf_vocab(path: str) -> Vocabulary:
+    """(vocab, merges) of a Hugging Face tokenizer directory holding vocab.json and merges.txt."""
+    files = [os.path.join(path, name) for name in ("vocab.json", "merges.txt")]
+    if not all(os.path.isfile(f) for f in files):
+        raise ConfigError(f"tokenizer path {path!r}: expected a Hugging Face tokenizer directory "
+                          "holding vocab.json and merges.txt")
+    with open(files[0], encoding="utf-8") as f:
+        vocab = json.load(f)
+    with open(files[1], encoding="utf-8") as f:
+        merges = [tuple(line.split()) for line in f.read().split("\n")
+                  if line.strip() and not line.startswith("#version")]
+    return vocab, merges
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -112,15 +162,9 @@ def _bytes_to_unicode() -> dict[int, str]:
 def load_tokenizer(path: str | None = None, context_length: int = CONTEXT_LENGTH) -> ClipTokenizer:
     """The tokenizer from a Hugging Face tokenizer directory, or (path None) from open_clip's BPE file."""
     if path is not None:
-        if not os.path.isdir(path):
-            raise ConfigError(f"tokenizer path {path!r}: expected a Hugging Face tokenizer directory "
-                              "holding vocab.json and merges.txt")
-        return ClipTokenizer(CLIPTokenizer.from_pretrained(path), context_length)
+        return ClipTokenizer(read_hf_vocab(path), context_length)
     bpe_path = open_clip_bpe_path()
     if bpe_path is None:
         raise ConfigError(f"no CLIP vocabulary: pass a Hugging Face tokenizer directory, or install the "
-                          f"package that ships {_BPE_FILE} with `pip install --no-deps open_clip_torch==3.3.0`")
-    with tempfile.TemporaryDirectory() as tmp:
-        write_hf_vocab(bpe_path, tmp)
-        hf_tokenizer = CLIPTokenizer(os.path.join(tmp, "vocab.json"), os.path.join(tmp, "merges.txt"))
-    return ClipTokenizer(hf_tokenizer, context_length)
+                          f"package that ships {_BPE_FILE} with `pip install --no-deps {OPEN_CLIP_PACKAGE}`")
+    return ClipTokenizer(read_bpe_file(bpe_path), context_length)

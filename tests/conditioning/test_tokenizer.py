@@ -1,14 +1,15 @@
-"""CLIP tokenizer: ids equal open_clip's on awkward text, padding, truncation with one warning, loading, errors."""
+"""CLIP tokenizer: ids equal open_clip's on awkward text, padding, truncation with one warning, loading, pickling, errors."""
 
 import importlib.util
 import os
+import pickle
 import warnings
 
 import numpy as np
 import pytest
 
 from stylecrafter_jax.conditioning import tokenizer as tokenizer_module
-from stylecrafter_jax.conditioning.tokenizer import load_tokenizer, open_clip_bpe_path
+from stylecrafter_jax.conditioning.tokenizer import load_tokenizer, open_clip_bpe_path, write_hf_vocab
 from stylecrafter_jax.errors import ConfigError
 
 TEXTS = [
@@ -24,6 +25,12 @@ TEXTS = [
     "numbers 1234567 3.14159 1e-5 2nd 3rd",
     "A watercolor painting of a fox in a snowy forest, in the style of Hokusai",
     " ".join(["long", "prompt"] * 60),
+    "non\u00a0breaking\u2003spaces\u200bzero\u200dwidth\u3000ideographic",
+    "İstanbul STRASSE straße ǅ ﬁne ＦＵＬＬＷＩＤＴＨ e\u0301 combining",
+    "digits ٣٤ ½ ² Ⅻ and symbols ™®© ±×÷ ←→ ♪ 🏳️‍🌈 👩🏽‍🎨",
+    "tabs\tand\r\nnewlines\x0bvertical\x0cfeed \x85next line",
+    "'s 'S 'LL don't''t ''' \"quoted\" `backtick` ''''",
+    "<|startoftext|> literal <|endoftext|> tags",
 ]
 
 
@@ -72,11 +79,19 @@ def test_long_prompts_are_truncated_keeping_eot_with_one_warning(tokenizer):
 
 
 def test_loads_from_a_hugging_face_tokenizer_directory(tokenizer, tmp_path):
-    tokenizer.hf_tokenizer.save_pretrained(tmp_path)
+    write_hf_vocab(tokenizer.vocabulary, str(tmp_path))
     from_dir = load_tokenizer(str(tmp_path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         np.testing.assert_array_equal(from_dir(TEXTS), tokenizer(TEXTS))
+
+
+def test_pickled_tokenizer_gives_the_same_ids(tokenizer):
+    copy = pickle.loads(pickle.dumps(tokenizer))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(copy(TEXTS), tokenizer(TEXTS))
+    assert copy.context_length == tokenizer.context_length
 
 
 def test_missing_vocabulary_is_a_clear_error(monkeypatch, tmp_path):
