@@ -1,13 +1,18 @@
 """The attention entry point: kernels agree, dispatch falls back, relative-position attention equals the
 reference formula evaluated directly."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import AbstractDevice, AbstractMesh, AxisType
+from jax.sharding import PartitionSpec as P
 
 from stylecrafter_jax.models.attention import (choose_implementation, dot_product_attention,
-                                               relative_position_attention, relative_position_index)
+                                               relative_position_attention, relative_position_index, split_spec,
+                                               target_platform)
+from stylecrafter_jax.parallel.mesh import MESH_AXES
 
 
 def _qkv(shape, seed=0):
@@ -31,23 +36,52 @@ def test_splash_kernel_equals_xla_in_interpret_mode():
                                _xla_attention(q, k, v, scale=0.125, mask=None), atol=1e-5)
 
 
-@pytest.mark.parametrize("requested, backend, dtype, lengths, expected", [
-    ("auto", "cpu", jnp.float32, (128, 128), "xla"),
-    ("auto", "gpu", jnp.bfloat16, (2560, 77), "cudnn"),
-    ("auto", "gpu", jnp.float32, (2560, 77), "xla"),  # cuDNN flash needs half precision
-    ("auto", "tpu", jnp.bfloat16, (2560, 2560), "splash"),
-    ("auto", "tpu", jnp.bfloat16, (2560, 77), "xla"),  # 77 text tokens: not a multiple of 128
-    ("cudnn", "cpu", jnp.bfloat16, (64, 64), "xla"),
-    ("xla", "gpu", jnp.bfloat16, (64, 64), "xla"),
+@pytest.mark.parametrize("requested, platform, dtype, lengths, splittable, expected", [
+    ("auto", "cpu", jnp.float32, (128, 128), True, "xla"),
+    ("auto", "gpu", jnp.bfloat16, (2560, 77), True, "cudnn"),
+    ("auto", "gpu", jnp.float32, (2560, 77), True, "xla"),  # cuDNN flash needs half precision
+    ("auto", "tpu", jnp.bfloat16, (2560, 2560), True, "splash"),
+    ("auto", "tpu", jnp.bfloat16, (2560, 77), True, "xla"),  # 77 text tokens: not a multiple of 128
+    ("auto", "tpu", jnp.bfloat16, (2560, 2560), False, "xla"),  # the mesh does not divide batch or heads
+    ("splash", "cpu", jnp.float32, (128, 128), True, "xla"),  # the real kernel only on TPU
+    ("splash_interpret", "cpu", jnp.float32, (128, 128), True, "splash_interpret"),
+    ("splash_interpret", "cpu", jnp.float32, (128, 64), True, "xla"),
+    ("cudnn", "cpu", jnp.bfloat16, (64, 64), True, "xla"),
+    ("xla", "gpu", jnp.bfloat16, (64, 64), True, "xla"),
 ])
-def test_dispatch_and_fallback(requested, backend, dtype, lengths, expected):
-    assert choose_implementation(requested, backend=backend, dtype=dtype, q_len=lengths[0], kv_len=lengths[1],
-                                 head_dim=64) == expected
+def test_dispatch_and_fallback(requested, platform, dtype, lengths, splittable, expected):
+    assert choose_implementation(requested, platform=platform, dtype=dtype, q_len=lengths[0], kv_len=lengths[1],
+                                 head_dim=64, splittable=splittable) == expected
+
+
+def _abstract_mesh(platform, shape=(2, 2, 2)):
+    device = AbstractDevice(device_kind=f"fake {platform}", num_cores=1, platform=platform)
+    return AbstractMesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, abstract_device=device)
+
+
+@pytest.mark.parametrize("platform, expected", [("tpu", "splash"), ("gpu", "cudnn"), ("cpu", "xla")])
+def test_auto_follows_the_platform_of_the_mesh_in_context(platform, expected):
+    assert target_platform() == jax.default_backend() == "cpu"  # no mesh: the host's backend
+    with jax.sharding.use_abstract_mesh(_abstract_mesh(platform)):
+        assert target_platform() == platform
+        assert choose_implementation("auto", platform=target_platform(), dtype=jnp.bfloat16, q_len=256,
+                                     kv_len=256, head_dim=64) == expected
+
+
+def test_split_spec_follows_the_rules_and_refuses_what_does_not_divide():
+    mesh = _abstract_mesh("tpu")
+    assert split_spec(AbstractMesh((), ()), batch=3, heads=5) == P()
+    # No rules in context: the default ones (batch over data and fsdp, heads over tensor).
+    assert split_spec(mesh, batch=8, heads=4) == P(("data", "fsdp"), None, ("tensor",), None)
+    assert split_spec(mesh, batch=6, heads=4) is None
+    assert split_spec(mesh, batch=8, heads=5) is None
+    with nn.logical_axis_rules((("activation_batch", "data"), ("activation_heads", None))):
+        assert split_spec(mesh, batch=2, heads=5) == P(("data",), None, None, None)
 
 
 def test_unknown_implementation_is_an_error():
     with pytest.raises(ValueError, match="flash3"):
-        choose_implementation("flash3", backend="cpu", dtype=jnp.float32, q_len=8, kv_len=8, head_dim=64)
+        choose_implementation("flash3", platform="cpu", dtype=jnp.float32, q_len=8, kv_len=8, head_dim=64)
 
 
 def test_relative_position_attention_equals_the_reference_formula():
