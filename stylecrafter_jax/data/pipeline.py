@@ -6,6 +6,8 @@ A batch is a dict of numpy arrays with a fixed shape:
   cached: one array per stored encoder output (b, ...), caption, source_index (b,) int64, index
 Pixels are uint8 in [0, 255] (data.dtype "uint8") or float32 in [-1, 1] ("float32"). `index` is the record
 index in the source. `b` is the host batch: the configured global batch size / process count.
+A `batch_map` (e.g. data.tokens.CaptionTokens, which adds tokens (b, 77) int32) runs on each batch in
+grain's read threads or workers.
 """
 
 from __future__ import annotations
@@ -107,10 +109,11 @@ class DataIterator:
 
     def __init__(self, source: Sequence[dict[str, Any]], transform: Callable, *, global_batch: int, seed: int,
                  shuffle: bool = True, process_index: int | None = None, process_count: int | None = None,
-                 loader: LoaderOptions = LoaderOptions()):
+                 loader: LoaderOptions = LoaderOptions(), batch_map: Callable[[dict], dict] | None = None):
         self._index, self._count = resolve_processes(process_index, process_count)
         self._batch = host_batch_size(global_batch, self._count, "global batch size")
         self._source, self._transform, self._seed, self._shuffle, self._loader = source, transform, seed, shuffle, loader
+        self._batch_map = batch_map
         self._num_records = len(source)
         self._start = 0
         self._batches = 0
@@ -125,9 +128,11 @@ class DataIterator:
         order = ShardedOrder(self._num_records, self._seed, self._shuffle, self._index, self._count, self._start)
         dataset = (grain.MapDataset.range(0, _STREAM_LENGTH)
                    .map(ExampleReader(self._source, order, self._transform))
-                   .batch(self._batch, drop_remainder=True, batch_fn=collate)
-                   .to_iter_dataset(grain.ReadOptions(num_threads=self._loader.read_threads,
-                                                      prefetch_buffer_size=self._loader.prefetch)))
+                   .batch(self._batch, drop_remainder=True, batch_fn=collate))
+        if self._batch_map is not None:
+            dataset = dataset.map(self._batch_map)
+        dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=self._loader.read_threads,
+                                                            prefetch_buffer_size=self._loader.prefetch))
         if self._loader.worker_count > 0:
             if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a plain script never parsed them
                 flags.FLAGS.mark_as_parsed()

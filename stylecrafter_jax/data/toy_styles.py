@@ -8,6 +8,7 @@ is deterministic, shardable over processes and resumable from a count.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -106,17 +107,18 @@ def toy_example(seed: int, index: int, image_size: int, style_size: int, num_sty
 
 
 class ToyStyleIterator:
-    """Host-local batches of the toy stream: this process takes every `process_count`-th example."""
+    """Host-local batches of the toy stream: this process takes every `process_count`-th example; `batch_map`
+    (e.g. data.tokens.CaptionTokens) runs on each batch."""
 
     def __init__(self, *, seed: int, batch_size: int, image_size: int, style_size: int, num_styles: int = len(STYLES),
-                 process_index: int = 0, process_count: int = 1):
+                 process_index: int = 0, process_count: int = 1, batch_map: Callable[[dict], dict] | None = None):
         if batch_size % process_count:
             raise ConfigError(f"data.toy.batch_size {batch_size} must divide over {process_count} processes")
         if not 1 <= num_styles <= len(STYLES):
             raise ConfigError(f"data.toy.num_styles {num_styles}: expected 1..{len(STYLES)}")
         self.seed, self.image_size, self.style_size, self.num_styles = seed, image_size, style_size, num_styles
         self.global_batch, self.host_batch = batch_size, batch_size // process_count
-        self.process_index, self.examples = process_index, 0
+        self.process_index, self.examples, self.batch_map = process_index, 0, batch_map
 
     def __iter__(self) -> "ToyStyleIterator":
         return self
@@ -126,10 +128,11 @@ class ToyStyleIterator:
         examples = [toy_example(self.seed, first + i, self.image_size, self.style_size, self.num_styles)
                     for i in range(self.host_batch)]
         self.examples += self.global_batch
-        return {"image": np.stack([e.image for e in examples]), "style": np.stack([e.style for e in examples]),
-                "caption": np.array([e.caption for e in examples], dtype=object),
-                "style_id": np.array([e.style_id for e in examples]),
-                "shape_id": np.array([e.shape_id for e in examples])}
+        batch = {"image": np.stack([e.image for e in examples]), "style": np.stack([e.style for e in examples]),
+                 "caption": np.array([e.caption for e in examples], dtype=object),
+                 "style_id": np.array([e.style_id for e in examples]),
+                 "shape_id": np.array([e.shape_id for e in examples])}
+        return batch if self.batch_map is None else self.batch_map(batch)
 
     def get_state(self) -> dict[str, int]:
         """The number of global examples consumed."""

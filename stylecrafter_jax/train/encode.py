@@ -18,7 +18,7 @@ import numpy as np
 from stylecrafter_jax.conditioning.encoders import encode_style_images, encode_text_context, encode_video
 from stylecrafter_jax.conditioning.preprocess import clip_pixels
 from stylecrafter_jax.conditioning.tokenizer import ClipTokenizer
-from stylecrafter_jax.data.captions import clean_caption
+from stylecrafter_jax.data.tokens import CaptionTokens
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.build import compute_dtype
 from stylecrafter_jax.models.clip import OpenCLIPTextTower, OpenCLIPVisionTower
@@ -68,7 +68,7 @@ def uint8_to_signed(pixels: jax.Array) -> jax.Array:
 
 def caption_tokens(captions: Sequence[Any], section: ml_collections.ConfigDict, tokenizer: ClipTokenizer) -> np.ndarray:
     """Token ids (b, 77) of captions cleaned by the data config's `captions` section (rules, tidy)."""
-    return tokenizer([clean_caption(str(c), tuple(section.rules), section.tidy) for c in captions])
+    return CaptionTokens.from_config(section, tokenizer).ids(captions)
 
 
 def style_tokens(encoders: Encoders, params: dict, style: jax.Array) -> jax.Array:

@@ -100,3 +100,11 @@ def media() -> SimpleNamespace:
     """The helpers above, for tests that write their own files."""
     return SimpleNamespace(pattern=pattern, write_video=write_video, decode_video=decode_video,
                            video_frames=video_frames, tiny_build=TINY_BUILD)
+
+
+@pytest.fixture(scope="session")
+def clip_tokenizer():
+    """The CLIP tokenizer (open_clip's BPE vocabulary)."""
+    from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
+
+    return load_tokenizer()

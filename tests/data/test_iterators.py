@@ -1,4 +1,4 @@
-"""make_iterator from the data config: every stage's batch keys, shapes and dtypes; config errors."""
+"""make_iterator from the data config: every stage's batch keys, shapes and dtypes; token ids; config errors."""
 
 import dataclasses
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from configs.data import data_config, get_config
+from configs.toy import get_config as toy_config
 from stylecrafter_jax.data.iterators import make_iterator
 from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.errors import ConfigError, DataError
@@ -30,6 +31,21 @@ def test_videos_from_a_built_dataset_in_float(video_data_dir):
         "video": ((1, 4, 48, 64, 3), np.float32), "style": ((1, 64, 64, 3), np.float32), "caption": ((1,), object),
         "fps": ((1,), np.float32), "frame_stride": ((1,), np.int32), "index": ((1,), np.int64)}
     assert -1 <= batch["video"].min() < batch["video"].max() <= 1
+
+
+def test_a_tokenizer_adds_the_caption_ids_to_every_kind(image_data_dir, clip_tokenizer):
+    data = data_config("stage1", "tiny")
+    data.images.data_dir = image_data_dir
+    batch = next(make_iterator(data, process_index=0, process_count=1, tokenizer=clip_tokenizer))
+    assert batch["tokens"].shape == (8, 77) and batch["tokens"].dtype == np.int32
+    np.testing.assert_array_equal(batch["tokens"], clip_tokenizer(list(batch["caption"])))
+    batch = next(make_iterator(toy_config().data, process_index=0, process_count=1, tokenizer=clip_tokenizer))
+    np.testing.assert_array_equal(batch["tokens"], clip_tokenizer(list(batch["caption"])))
+    mixed = get_config("stage2,tiny,synthetic")
+    mixed.worker_count = 0
+    iterator = make_iterator(mixed, process_index=0, process_count=1, tokenizer=clip_tokenizer)
+    video = next(iterator.videos)
+    np.testing.assert_array_equal(video["tokens"], clip_tokenizer(list(video["caption"])))
 
 
 def test_default_process_index_and_count_come_from_jax():

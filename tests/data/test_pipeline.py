@@ -1,4 +1,4 @@
-"""Host batches: fixed shapes, two processes disjoint and covering, exact resume, determinism, workers."""
+"""Host batches: fixed shapes, two processes disjoint and covering, exact resume, determinism, workers (tokenizing in the worker)."""
 
 import json
 
@@ -8,6 +8,7 @@ import pytest
 from stylecrafter_jax.data.augment import target_crop
 from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions, collate
 from stylecrafter_jax.data.readers import open_tfds
+from stylecrafter_jax.data.tokens import CaptionTokens
 from stylecrafter_jax.data.transforms import CaptionCleaner, ImageTransform, StyleReference, VideoTransform
 from stylecrafter_jax.errors import ConfigError, DataError
 
@@ -118,14 +119,16 @@ def test_video_batches(video_data_dir):
     assert list(batch["caption"]) == [f"a watercolor painting of a dog {i}" for i in batch["index"]]
 
 
-def test_worker_processes_give_the_same_batches(images):
+def test_worker_processes_give_the_same_batches_and_tokenize(images, clip_tokenizer):
     plain = _take(_iterator(images), 3)
     workers = DataIterator(images, IMAGES, global_batch=4, seed=0, process_index=0, process_count=1,
-                           loader=LoaderOptions(worker_count=1, read_threads=2, prefetch=2))
+                           loader=LoaderOptions(worker_count=1, read_threads=2, prefetch=2),
+                           batch_map=CaptionTokens(clip_tokenizer, rules=()))
     try:
         for want, got in zip(plain, _take(workers, 3)):
             np.testing.assert_array_equal(want["image"], got["image"])
             assert type(got["image"]) is np.ndarray
+            np.testing.assert_array_equal(got["tokens"], clip_tokenizer(list(want["caption"])))
     finally:
         workers.close()
 

@@ -29,13 +29,15 @@ from stylecrafter_jax.train.state import trainable
 class AsIfProcesses:
     """Global batches of a run with `counts[i]` processes at step i (the last count for later steps)."""
 
-    def __init__(self, data, counts):
+    def __init__(self, data, counts, tokenizer=None):
         self.data, self.counts, self.steps, self.parts, self.state = data, counts, 0, [], None
+        self.tokenizer = tokenizer
 
     def __next__(self):
         count = self.counts[min(self.steps, len(self.counts) - 1)]
         if len(self.parts) != count:
-            self.parts = [make_iterator(self.data, process_index=p, process_count=count) for p in range(count)]
+            self.parts = [make_iterator(self.data, process_index=p, process_count=count, tokenizer=self.tokenizer)
+                          for p in range(count)]
             for part in self.parts:
                 if self.state is not None:
                     part.set_state(self.state)
@@ -61,7 +63,7 @@ def train(overrides, as_if_processes=None):
                 node = node[parent]
             node[leaf] = tuple(value) if isinstance(value, list) else value  # JSON has no tuples
     if as_if_processes:
-        loop.make_iterator = lambda data, **_: AsIfProcesses(data, as_if_processes)
+        loop.make_iterator = lambda data, tokenizer=None, **_: AsIfProcesses(data, as_if_processes, tokenizer)
     try:
         result = loop.run(config, log=lambda line: print(line, flush=True))
     finally:
