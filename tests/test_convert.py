@@ -1,8 +1,11 @@
 """`python -m stylecrafter_jax.convert` end to end on synthetic official files: import into a converted
-directory (manifest, exact weights), export back bit-identical, `--only`, smaller widths, and errors."""
+directory (manifest, exact weights), export back bit-identical, `--only`, smaller widths, and errors (one line naming torch where it is missing)."""
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -157,3 +160,19 @@ def test_errors_are_reported_without_traceback(tiny_files, converted, tmp_path, 
     assert main(["import", "--videocrafter", truncated, "--out", out, "--config", "tiny", "--only", "unet"]) == 1
     err = capsys.readouterr().err
     assert truncated in err and "truncated" in err
+
+
+def test_import_without_torch_names_what_to_install(tiny_files, tmp_path):
+    files, _ = tiny_files
+    script = ("import sys\n"
+              "sys.modules['torch'] = None  # `import torch` raises ImportError, as where it is not installed\n"
+              "from stylecrafter_jax.convert import main\n"
+              f"sys.exit(main(['import', '--adapter', {files.adapter!r}, '--out', {str(tmp_path / 'w')!r}, "
+              "'--config', 'tiny']))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and files.adapter in lines[0], result.stderr[-2000:]
+    assert "needs PyTorch" in lines[0] and "pip install torch" in lines[0] and ".safetensors" in lines[0]
+    assert not (tmp_path / "w").exists()

@@ -8,6 +8,8 @@ never held in memory twice: pickles are memory-mapped (`torch.load(mmap=True, we
 torch imported only for them) and float32 tensors come back as views of the mapping; float16 and
 bfloat16 tensors come back as float32 copies. `.safetensors` files are read through
 `safetensors` without torch. A truncated or corrupt file raises CheckpointMismatchError naming it.
+Pickles need torch: without it, one ConfigError names what to install (conversion runs once, on any
+machine; torch's own loader reads every pickle variant the official files come in).
 """
 
 from __future__ import annotations
@@ -93,9 +95,18 @@ _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF
                        "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
 
-def _read_pickle(path: str, unsafe_pickle: bool) -> dict[str, Any]:
-    import torch
+def import_torch(purpose: str) -> Any:
+    """The torch module, or ConfigError naming `purpose`, what to install and the torch-free alternative."""
+    try:
+        import torch
+    except ImportError as error:
+        raise ConfigError(f"{purpose} needs PyTorch, which is not installed: `pip install torch` (the CPU wheel "
+                          f"is enough), or use {SAFETENSORS_SUFFIX} files, which need no torch") from error
+    return torch
 
+
+def _read_pickle(path: str, unsafe_pickle: bool) -> dict[str, Any]:
+    torch = import_torch(f"reading the PyTorch pickle {path!r}")
     # Only zip-format files (torch >= 1.6) can be memory-mapped; legacy pickles are read whole.
     mmap = zipfile.is_zipfile(path)
     try:
@@ -160,10 +171,7 @@ def write_state_dict(path: str, state_dict: Mapping[str, Any], *, dtype: str = "
     if suffix not in PICKLE_SUFFIXES:
         raise ConfigError(f"output file {path!r}: unknown suffix {suffix!r}, expected .pth (or "
                           f"{', '.join(PICKLE_SUFFIXES[:1] + PICKLE_SUFFIXES[2:])}) or {SAFETENSORS_SUFFIX}")
-    try:
-        import torch
-    except ImportError as error:
-        raise ConfigError(f"writing {path!r} needs PyTorch; install torch or write {SAFETENSORS_SUFFIX}") from error
+    torch = import_torch(f"writing {path!r}")
     torch_dtype = getattr(torch, dtype)
 
     def to_tensor(value: Any) -> Any:
