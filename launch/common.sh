@@ -24,3 +24,8 @@ stage_config() {
   [[ $1 == 1 || $1 == 2 ]] || die "--stage must be 1 or 2, got '$1'"
   echo "configs/stage$1.py"
 }
+
+# The CLIP tokenizer's BPE vocabulary comes from this package, installed without its dependencies (torch);
+# the same pin as the README's first command and stylecrafter_jax/conditioning/tokenizer.py.
+# shellcheck disable=SC2034  # used by the launchers that source this file
+CLIP_VOCAB_PACKAGE=open_clip_torch==3.3.0

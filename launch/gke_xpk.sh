@@ -77,5 +77,6 @@ printf -v TRAIN_LINE '%q ' "${TRAIN[@]}"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 run xpk workload create --cluster="$CLUSTER" --workload="$WORKLOAD" --tpu-type="$TPU_TYPE" \
   --num-slices="$SLICES" "${LOCATION[@]}" --base-docker-image="$BASE_IMAGE" --script-dir="$ROOT" \
-  --command="pip install --quiet -r requirements.txt 'jax[tpu]==$JAX_VERSION' && PYTHONUNBUFFERED=1 ${TRAIN_LINE% }"
+  --command="pip install --quiet -r requirements.txt 'jax[tpu]==$JAX_VERSION' \
+&& pip install --quiet --no-deps $CLIP_VOCAB_PACKAGE && PYTHONUNBUFFERED=1 ${TRAIN_LINE% }"
 echo "# follow it with: xpk workload list --cluster=$CLUSTER ${LOCATION[*]}"

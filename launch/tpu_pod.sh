@@ -95,7 +95,7 @@ else
   echo "# reusing the existing TPU VM $NAME"
 fi
 
-# 2. Put the project on every worker and install it (Python 3.11 through uv; jax with libtpu).
+# 2. Put the project on every worker and install it (Python 3.11 through uv; jax with libtpu; the CLIP vocabulary).
 if [[ $SKIP_SETUP == 0 ]]; then
   echo "# copy the project to every worker"
   if [[ $SOURCE == copy ]]; then
@@ -114,7 +114,8 @@ if [[ $SKIP_SETUP == 0 ]]; then
   on_all_workers "cd $REMOTE_DIR && export PATH=\$HOME/.local/bin:\$PATH \
 && (command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh) \
 && uv venv --quiet --python 3.11 .venv \
-&& uv pip install --quiet --python .venv/bin/python -r requirements.txt 'jax[tpu]==$JAX_VERSION'"
+&& uv pip install --quiet --python .venv/bin/python -r requirements.txt 'jax[tpu]==$JAX_VERSION' \
+&& uv pip install --quiet --python .venv/bin/python --no-deps $CLIP_VOCAB_PACKAGE"
 fi
 
 # 3. The same command on all workers; JAX finds the other hosts through the TPU metadata.

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from stylecrafter_jax.conditioning.tokenizer import OPEN_CLIP_PACKAGE
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = ["launch/tpu_pod.sh", "launch/gke_xpk.sh", "launch/slurm_gpu.sbatch", "launch/common.sh"]
 FAKE_TOOL = """#!/usr/bin/env bash
@@ -73,6 +75,8 @@ def test_tpu_pod_dry_run_prints_and_runs_nothing(fake_env):
     assert (".venv/bin/python -m stylecrafter_jax.train --config=configs/stage2.py "
             "--config.mesh.distributed.initialize=always --config.workdir=gs://b/run --config.seed=3") in train[-1]
     assert log.read_text() == ""  # nothing was run
+    install = next(c for c in printed if "requirements.txt" in c[-1])
+    assert f"--no-deps {OPEN_CLIP_PACKAGE}" in install[-1]  # every worker gets the tokenizer's vocabulary
 
 
 def test_tpu_pod_creates_a_missing_slice_and_runs_what_it_prints(fake_env):
@@ -109,6 +113,7 @@ def test_gke_xpk_multislice_dry_run(fake_env):
     assert workload[:3] == ["xpk", "workload", "create"] and "--num-slices=2" in workload
     assert f"--script-dir={REPO}" in workload
     command = next(arg for arg in workload if arg.startswith("--command="))
+    assert f"pip install --quiet --no-deps {OPEN_CLIP_PACKAGE} && " in command
     assert command.endswith("python -m stylecrafter_jax.train --config=configs/stage1.py "
                             "--config.mesh.distributed.initialize=always --config.mesh.dcn_data=2")
     assert log.read_text() == ""
