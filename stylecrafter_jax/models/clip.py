@@ -14,11 +14,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from stylecrafter_jax.errors import ShapeError
+from stylecrafter_jax.errors import ConfigError, ShapeError
 from stylecrafter_jax.models.layers import LayerNorm, conv, partitioned
 from stylecrafter_jax.models.transformer import Transformer
 
 Dtype = Any
+TOKEN_OUTPUTS = ("style", "raw")
 
 
 def _normal(std: float) -> nn.initializers.Initializer:
@@ -78,9 +79,11 @@ class OpenCLIPVisionTower(nn.Module):
     """open_clip's ViT (patch conv, class token, pre-LN blocks, exact GELU) with two outputs.
 
     `__call__(pixels (B, image_size, image_size, 3), CLIP-normalised)` returns
-    - the style tokens (B, 1 + patches, width): `ln_post(CLS)` followed by the raw patch tokens of the
-      last block, rounded to float16 and back to float32 when `round_to_fp16` (as the reference's
-      `.half()` does);
+    - the tokens (B, 1 + patches, width), rounded to float16 and back to float32 when `round_to_fp16`
+      (as StyleCrafter's `.half()` does): with `token_output` "style" (StyleCrafter's embedder)
+      `ln_post(CLS)` followed by the raw patch tokens of the last block; with "raw"
+      (`FrozenOpenCLIPImageEmbedderV2` of VideoCrafter1 I2V and DynamiCrafter) all tokens of the last
+      block as they are, CLS included;
     - the projected image embedding (B, embed_dim): `ln_post(CLS) @ proj`, float32, not rounded.
     """
 
@@ -95,9 +98,12 @@ class OpenCLIPVisionTower(nn.Module):
     dtype: Dtype = jnp.float32
     attention: str = "xla"
     remat_policy: str = "none"
+    token_output: str = "style"
 
     @nn.compact
     def __call__(self, pixels: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if self.token_output not in TOKEN_OUTPUTS:
+            raise ConfigError(f"token_output {self.token_output!r}: expected one of {TOKEN_OUTPUTS}")
         expected = (self.image_size, self.image_size, 3)
         if pixels.ndim != 4 or pixels.shape[1:] != expected:
             raise ShapeError(f"style pixels: expected shape (batch, {', '.join(map(str, expected))}), "
@@ -121,7 +127,7 @@ class OpenCLIPVisionTower(nn.Module):
         x = Transformer(self.width, self.layers, self.heads, self.mlp_ratio, dtype, self.attention,
                         self.remat_policy, name="transformer")(x).astype(jnp.float32)
         pooled = LayerNorm(name="ln_post")(x[:, 0])
-        tokens = jnp.concatenate([pooled[:, None], x[:, 1:]], axis=1)
+        tokens = jnp.concatenate([pooled[:, None], x[:, 1:]], axis=1) if self.token_output == "style" else x
         if self.round_to_fp16:
             tokens = tokens.astype(jnp.float16).astype(jnp.float32)
         return tokens, jnp.matmul(pooled, projection, precision=jax.lax.Precision.HIGHEST)

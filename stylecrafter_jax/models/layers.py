@@ -57,6 +57,16 @@ def conv(features: int, kernel: int, *, name: str, stride: int = 1,
     )
 
 
+def split_heads(x: jax.Array, heads: int) -> jax.Array:
+    """(n, l, heads*d) -> (n, l, heads, d)."""
+    return x.reshape(x.shape[:-1] + (heads, x.shape[-1] // heads))
+
+
+def merge_heads(x: jax.Array) -> jax.Array:
+    """(n, l, heads, d) -> (n, l, heads*d)."""
+    return x.reshape(x.shape[:-2] + (x.shape[-2] * x.shape[-1],))
+
+
 class GroupNorm(nn.Module):
     """GroupNorm over the last axis, statistics in float32, groups contiguous as in torch.
 

@@ -1,4 +1,4 @@
-"""The U-Net's building blocks: ResBlock, resampling, attentions, GEGLU and the two transformers.
+"""The U-Net's building blocks: ResBlock (with its optional TemporalConvBlock), resampling, attentions, GEGLU.
 
 Spatial parts run on (b*t, h, w, c); the temporal transformer on (b, t, h, w, c). Parameter names
 mirror `lvdm/modules/networks/openaimodel3d.py` and `lvdm/modules/attention.py`.
@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from stylecrafter_jax.models.attention import dot_product_attention, relative_position_attention
-from stylecrafter_jax.models.layers import GroupNorm, LayerNorm, conv, dense, gelu, partitioned
+from stylecrafter_jax.models.image_context import image_cross_attention
+from stylecrafter_jax.models.layers import (GroupNorm, LayerNorm, conv, dense, gelu, merge_heads, partitioned,
+                                            split_heads)
 
 Dtype = Any
 ZEROS = nn.initializers.zeros_init()
@@ -21,25 +23,20 @@ ACTIVATION_AXES = ("activation_batch", "activation_height", "activation_width", 
 TOKEN_AXES = ("activation_batch", "activation_length", "activation_embed")
 
 
-def split_heads(x: jax.Array, heads: int) -> jax.Array:
-    """(n, l, heads*d) -> (n, l, heads, d)."""
-    return x.reshape(x.shape[:-1] + (heads, x.shape[-1] // heads))
-
-
-def merge_heads(x: jax.Array) -> jax.Array:
-    """(n, l, heads, d) -> (n, l, heads*d)."""
-    return x.reshape(x.shape[:-2] + (x.shape[-2] * x.shape[-1],))
-
-
 class ResBlock(nn.Module):
-    """GN→SiLU→conv, + emb bias, GN→SiLU→conv (zero-init), + skip (1x1 conv when widths differ)."""
+    """GN→SiLU→conv, + emb bias, GN→SiLU→conv (zero-init), + skip (1x1 conv when widths differ).
+
+    With `temporal_conv`, a TemporalConvBlock (`temopral_conv`, the official spelling) follows the
+    residual; `frames` is the clip length it mixes over ((b·frames, h, w, c) input) and None skips it.
+    """
 
     out_channels: int
     norm_groups: int = 32
     dtype: Dtype = jnp.float32
+    temporal_conv: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, emb: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, emb: jax.Array, frames: int | None = None) -> jax.Array:
         h = nn.silu(GroupNorm(self.norm_groups, 1e-5, name="in_layers_0")(x))
         h = conv(self.out_channels, 3, name="in_layers_2", dtype=self.dtype)(h)
         e = dense(self.out_channels, ("mlp", "embed"), name="emb_layers_1", dtype=self.dtype)(nn.silu(emb))
@@ -48,6 +45,39 @@ class ResBlock(nn.Module):
         h = conv(self.out_channels, 3, name="out_layers_3", dtype=self.dtype, kernel_init=ZEROS)(h)
         if x.shape[-1] != self.out_channels:
             x = conv(self.out_channels, 1, name="skip_connection", dtype=self.dtype)(x)
+        h = x + h
+        if not self.temporal_conv or (frames is None and not self.is_initializing()):
+            return h
+        frames = frames or 1
+        n, height, width, c = h.shape
+        block = TemporalConvBlock(channels=self.out_channels, norm_groups=self.norm_groups, dtype=self.dtype,
+                                  name="temopral_conv")
+        return block(h.reshape(n // frames, frames, height, width, c)).reshape(h.shape)
+
+
+class TemporalConvBlock(nn.Module):
+    """x + conv4(conv3(conv2(conv1(x)))) on (b, t, h, w, c); each conv is GN → SiLU → (3, 1, 1) temporal conv.
+
+    GroupNorm eps 1e-5 with statistics joint over frames; the convs zero-pad one frame at each end;
+    conv4 is zero-initialised, so the block starts as the identity. Children `conv{i}_0` (GN) and
+    `conv1_2` / `conv{2,3,4}_3` (the conv: index 2 of conv2..4 is the reference's inference-time no-op
+    Dropout(0.1)).
+    """
+
+    channels: int
+    norm_groups: int = 32
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = x
+        for i in range(1, 5):
+            h = nn.silu(GroupNorm(self.norm_groups, 1e-5, name=f"conv{i}_0")(h))
+            h = nn.Conv(self.channels, (3, 1, 1), padding=((1, 1), (0, 0), (0, 0)), dtype=self.dtype,
+                        param_dtype=jnp.float32,
+                        kernel_init=partitioned(ZEROS if i == 4 else nn.initializers.lecun_normal(),
+                                                (None, None, None, "conv_in", "conv_out")),
+                        bias_init=partitioned(ZEROS, ("conv_out",)), name=f"conv{i}_{2 if i == 1 else 3}")(h)
         return x + h
 
 
@@ -118,11 +148,14 @@ class SelfAttention(nn.Module):
 
 
 class DualCrossAttention(nn.Module):
-    """Text cross-attention plus, when style tokens follow the text, the StyleCrafter style branch.
+    """Text cross-attention plus the StyleCrafter style branch and/or the I2V image branch.
 
-    out = to_out(A_text + m · LN_style(A_style)); q and to_out are shared; the style K/V and LN live
-    under `processor/` as in the official merged state dict. `m` is the per-sample multiplier
-    (1 + s_i)·style_weight of this layer; 0 switches the style branch off for that sample.
+    out = to_out(A_text + m · LN_style(A_style) + λ · m_img · A_image); q and to_out are shared. The
+    style branch runs when style tokens follow the text in `context` (its K/V and LN live under
+    `processor/` as in the official merged state dict); `m` is the per-sample multiplier
+    (1 + s_i)·style_weight of this layer, 0 switching it off for that sample. The image branch
+    (`to_k_ip`, `to_v_ip`, `alpha` beside to_q, see `image_context.image_cross_attention`) runs when
+    `image_context` is given; `m_img` (n,) is its per-sample weight (None means 1).
     """
 
     heads: int
@@ -132,9 +165,13 @@ class DualCrossAttention(nn.Module):
     style_scaled: bool = True
     dtype: Dtype = jnp.float32
     attention: str = "xla"
+    with_image: bool = False
+    image_scale_learnable: bool = False
+    image_scale: float = 1.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, context: jax.Array, multiplier: jax.Array | None) -> jax.Array:
+    def __call__(self, x: jax.Array, context: jax.Array, multiplier: jax.Array | None,
+                 image_context: jax.Array | None = None, image_multiplier: jax.Array | None = None) -> jax.Array:
         inner = self.heads * self.head_dim
         scale = self.head_dim ** -0.5
         proj = lambda name, y: split_heads(  # noqa: E731
@@ -146,6 +183,11 @@ class DualCrossAttention(nn.Module):
         if self.with_style and (style.shape[1] > 0 or self.is_initializing()):
             out = out + StyleBranch(self.heads, self.head_dim, self.style_scaled, self.dtype, self.attention,
                                     name="processor")(q, style, multiplier)
+        if self.with_image and (image_context is not None or self.is_initializing()):
+            out = out + image_cross_attention(
+                self, q, context[:, :0] if image_context is None else image_context, heads=self.heads,
+                head_dim=self.head_dim, learnable=self.image_scale_learnable, scale=self.image_scale,
+                multiplier=image_multiplier, dtype=self.dtype, attention=self.attention)
         return dense(x.shape[-1], ("heads", "embed"), name="to_out_0", dtype=self.dtype)(out)
 
 
@@ -172,7 +214,8 @@ class StyleBranch(nn.Module):
 
 
 class TemporalAttention(nn.Module):
-    """Temporal self-attention with relative-position tables (33, head_dim) for k and v.
+    """Temporal self-attention, with relative-position tables (33, head_dim) for k and v or (VideoCrafter2,
+    DynamiCrafter) without: softmax(q·kᵀ/√d)·v.
 
     `frame_isolated` (the reference's image batches: identity mask) reduces it to to_out(to_v(x)).
     """
@@ -181,6 +224,8 @@ class TemporalAttention(nn.Module):
     head_dim: int = 64
     max_distance: int = 16
     dtype: Dtype = jnp.float32
+    relative_position: bool = True
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, frame_isolated: bool = False) -> jax.Array:
@@ -188,14 +233,18 @@ class TemporalAttention(nn.Module):
         proj = lambda name: split_heads(  # noqa: E731
             dense(inner, ("embed", "heads"), name=name, use_bias=False, dtype=self.dtype)(x), self.heads)
         v = proj("to_v")
-        table_shape = (2 * self.max_distance + 1, self.head_dim)
-        table_k = _RelativePositionTable(table_shape, name="relative_position_k")()
-        table_v = _RelativePositionTable(table_shape, name="relative_position_v")()
+        scale = self.head_dim ** -0.5
+        if self.relative_position:
+            table_shape = (2 * self.max_distance + 1, self.head_dim)
+            table_k = _RelativePositionTable(table_shape, name="relative_position_k")()
+            table_v = _RelativePositionTable(table_shape, name="relative_position_v")()
         if frame_isolated:
             out = v
+        elif self.relative_position:
+            out = relative_position_attention(proj("to_q"), proj("to_k"), v, table_k, table_v, scale=scale,
+                                              max_distance=self.max_distance)
         else:
-            out = relative_position_attention(proj("to_q"), proj("to_k"), v, table_k, table_v,
-                                              scale=self.head_dim ** -0.5, max_distance=self.max_distance)
+            out = dot_product_attention(proj("to_q"), proj("to_k"), v, scale=scale, implementation=self.attention)
         return dense(x.shape[-1], ("heads", "embed"), name="to_out_0", dtype=self.dtype)(merge_heads(out))
 
 

@@ -1,4 +1,8 @@
-"""The U-Net's SpatialTransformer (self + dual cross-attention) and TemporalTransformer."""
+"""The U-Net's SpatialTransformer (self + dual cross-attention) and TemporalTransformer.
+
+The spatial ones take the text(+style) `context` and, in the image-to-video models, `image_context`
+with a per-sample `image_multiplier` (see `unet_layers.DualCrossAttention`).
+"""
 
 from __future__ import annotations
 
@@ -25,14 +29,21 @@ class SpatialBlock(nn.Module):
     style_scaled: bool = True
     dtype: Dtype = jnp.float32
     attention: str = "xla"
+    with_image: bool = False
+    image_scale_learnable: bool = False
+    image_scale: float = 1.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, context: jax.Array, multiplier: jax.Array | None) -> jax.Array:
+    def __call__(self, x: jax.Array, context: jax.Array, multiplier: jax.Array | None,
+                 image_context: jax.Array | None = None, image_multiplier: jax.Array | None = None) -> jax.Array:
         x = x + SelfAttention(self.heads, self.head_dim, self.dtype, self.attention, name="attn1")(
             LayerNorm(name="norm1")(x))
-        x = x + DualCrossAttention(self.heads, self.head_dim, self.text_length, self.with_style,
-                                   self.style_scaled, self.dtype, self.attention, name="attn2")(
-            LayerNorm(name="norm2")(x), context, multiplier)
+        attn2 = DualCrossAttention(heads=self.heads, head_dim=self.head_dim, text_length=self.text_length,
+                                   with_style=self.with_style, style_scaled=self.style_scaled, dtype=self.dtype,
+                                   attention=self.attention, with_image=self.with_image,
+                                   image_scale_learnable=self.image_scale_learnable, image_scale=self.image_scale,
+                                   name="attn2")
+        x = x + attn2(LayerNorm(name="norm2")(x), context, multiplier, image_context, image_multiplier)
         return x + FeedForward(x.shape[-1], dtype=self.dtype, name="ff")(LayerNorm(name="norm3")(x))
 
 
@@ -47,33 +58,45 @@ class SpatialTransformer(nn.Module):
     norm_groups: int = 32
     dtype: Dtype = jnp.float32
     attention: str = "xla"
+    with_image: bool = False
+    image_scale_learnable: bool = False
+    image_scale: float = 1.0
 
     @nn.compact
-    def __call__(self, x: jax.Array, context: jax.Array, multiplier: jax.Array | None) -> jax.Array:
+    def __call__(self, x: jax.Array, context: jax.Array, multiplier: jax.Array | None,
+                 image_context: jax.Array | None = None, image_multiplier: jax.Array | None = None) -> jax.Array:
         n, h, w, c = x.shape
         inner = self.heads * self.head_dim
         y = GroupNorm(self.norm_groups, 1e-6, name="norm")(x).reshape(n, h * w, c)
         y = dense(inner, ("embed", "heads"), name="proj_in", dtype=self.dtype)(y)
         y = nn.with_logical_constraint(y, TOKEN_AXES)
-        y = SpatialBlock(self.heads, self.head_dim, self.text_length, self.with_style, self.style_scaled,
-                         self.dtype, self.attention, name="transformer_blocks_0")(y, context, multiplier)
+        block = SpatialBlock(heads=self.heads, head_dim=self.head_dim, text_length=self.text_length,
+                             with_style=self.with_style, style_scaled=self.style_scaled, dtype=self.dtype,
+                             attention=self.attention, with_image=self.with_image,
+                             image_scale_learnable=self.image_scale_learnable, image_scale=self.image_scale,
+                             name="transformer_blocks_0")
+        y = block(y, context, multiplier, image_context, image_multiplier)
         y = dense(c, ("heads", "embed"), name="proj_out", dtype=self.dtype, kernel_init=ZEROS)(y)
         return x + y.reshape(n, h, w, c)
 
 
 class TemporalBlock(nn.Module):
-    """Pre-LN: two temporal self-attentions with relative positions (attn1, attn2), then GEGLU ff."""
+    """Pre-LN: two temporal self-attentions (attn1, attn2; relative positions optional), then GEGLU ff."""
 
     heads: int
     head_dim: int = 64
     max_distance: int = 16
     dtype: Dtype = jnp.float32
+    relative_position: bool = True
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, frame_isolated: bool) -> jax.Array:
         for i in (1, 2):
-            x = x + TemporalAttention(self.heads, self.head_dim, self.max_distance, self.dtype,
-                                      name=f"attn{i}")(LayerNorm(name=f"norm{i}")(x), frame_isolated)
+            attn = TemporalAttention(heads=self.heads, head_dim=self.head_dim, max_distance=self.max_distance,
+                                     dtype=self.dtype, relative_position=self.relative_position,
+                                     attention=self.attention, name=f"attn{i}")
+            x = x + attn(LayerNorm(name=f"norm{i}")(x), frame_isolated)
         return x + FeedForward(x.shape[-1], dtype=self.dtype, name="ff")(LayerNorm(name="norm3")(x))
 
 
@@ -89,6 +112,8 @@ class TemporalTransformer(nn.Module):
     max_distance: int = 16
     norm_groups: int = 32
     dtype: Dtype = jnp.float32
+    relative_position: bool = True
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, frame_isolated: bool = False) -> jax.Array:
@@ -97,7 +122,8 @@ class TemporalTransformer(nn.Module):
         y = GroupNorm(self.norm_groups, 1e-6, name="norm")(x)
         y = y.transpose(0, 2, 3, 1, 4).reshape(b * h * w, t, c)
         y = dense(inner, ("embed", "heads"), name="proj_in", dtype=self.dtype)(y)
-        y = TemporalBlock(self.heads, self.head_dim, self.max_distance, self.dtype,
+        y = TemporalBlock(heads=self.heads, head_dim=self.head_dim, max_distance=self.max_distance, dtype=self.dtype,
+                          relative_position=self.relative_position, attention=self.attention,
                           name="transformer_blocks_0")(y, frame_isolated)
         y = dense(c, ("heads", "embed"), name="proj_out", dtype=self.dtype, kernel_init=ZEROS)(y)
         return x + y.reshape(b, h, w, t, c).transpose(0, 3, 1, 2, 4)
