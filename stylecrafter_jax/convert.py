@@ -16,7 +16,6 @@ else from `configs/encoders.py` at the model's size.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from typing import Sequence
@@ -30,20 +29,16 @@ from stylecrafter_jax.errors import ConfigError, StyleCrafterError
 
 def load_configs(spec: str) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict | None]:
     """(model section, encoder configs or None) of a size name or a `CONFIG.py[:ARG]` file."""
+    from configs import load_config_file
     from configs.models import SIZES, model_config
 
     if spec in SIZES:
         model = model_config(spec)
         encoders = None
     else:
-        path, _, arg = spec.partition(".py:")
-        path = path if path.endswith(".py") else path + ".py"
-        if not os.path.isfile(path):
+        if not os.path.isfile(spec.partition(".py:")[0].removesuffix(".py") + ".py"):
             raise ConfigError(f"--config {spec!r}: neither a model size {SIZES} nor a config file")
-        module_spec = importlib.util.spec_from_file_location("_convert_config", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        config = module.get_config(arg or None)
+        config = load_config_file(spec)
         model = config.model if "model" in config else config
         encoders = config.get("encoders")
     if encoders is None:

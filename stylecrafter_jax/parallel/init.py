@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
+from stylecrafter_jax.parallel.arrays import abstract_arrays
 from stylecrafter_jax.parallel.rules import logical_shardings, validate_rules
 
 
@@ -24,6 +25,14 @@ def init_sharded(init_fn: Callable[..., Any], *args: Any, mesh: Mesh,
     shardings = logical_shardings(abstract, mesh, rules)
     boxed = jax.jit(init_fn, out_shardings=shardings)(*args)
     return nn.unbox(boxed), shardings
+
+
+def abstract_sharded(init_fn: Callable[..., Any], *args: Any, mesh: Mesh,
+                     rules: Iterable[Sequence[Any]]) -> tuple[Any, Any]:
+    """What `init_sharded` would return, as ShapeDtypeStructs carrying the shardings (nothing is created)."""
+    abstract = jax.eval_shape(init_fn, *args)
+    shardings = logical_shardings(abstract, mesh, rules)
+    return abstract_arrays(nn.unbox(abstract), shardings), shardings
 
 
 @contextlib.contextmanager

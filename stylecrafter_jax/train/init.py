@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -15,8 +16,8 @@ from jax.sharding import Mesh
 
 from configs.stages import stage_rules
 from stylecrafter_jax.models.build import init_params, param_shapes
-from stylecrafter_jax.parallel.init import init_sharded
-from stylecrafter_jax.train.masks import label_params
+from stylecrafter_jax.parallel.init import abstract_sharded, init_sharded
+from stylecrafter_jax.train.masks import FROZEN, label_params
 from stylecrafter_jax.train.state import TrainState, trainable
 
 
@@ -25,21 +26,49 @@ def stage_labels(config: ml_collections.ConfigDict) -> dict:
     return label_params(nn.unbox(param_shapes(config.model)), stage_rules(config.stage))
 
 
-def create_state(config: ml_collections.ConfigDict, tx: optax.GradientTransformation, labels: dict, mesh: Mesh
-                 ) -> tuple[TrainState, Any]:
-    """A randomly initialised TrainState, every leaf created in its sharding; returns (state, shardings)."""
+def create_state(config: ml_collections.ConfigDict, tx: optax.GradientTransformation, labels: dict, mesh: Mesh,
+                 base: dict | None = None, abstract: bool = False) -> tuple[TrainState, Any]:
+    """A TrainState with every leaf created in its sharding; returns (state, shardings).
 
-    def init(key):
-        params_key, rng = jax.random.split(key)
-        params = init_params(config.model, params_key)
+    `base` (part of the {'unet', 'adapter'} tree, arrays already in their shardings: the converted
+    base weights) gives those leaves, which are never initialised. Frozen leaves it does not give are
+    random, with every all-zero kernel (the zero-initialised output layers) redrawn, since a frozen zero
+    output head would zero every gradient; trained leaves keep the model's initialisation. `abstract`:
+    ShapeDtypeStructs carrying the shardings instead (nothing is created).
+    """
+    base = base or {}
+    flat_labels = traverse_util.flatten_dict(labels)
+    stage1_kv = config.stage == "stage1" and "adapter" not in base
+
+    def init(key, base):
+        params_key, redraw_key, rng = jax.random.split(key, 3)
+        flat = traverse_util.flatten_dict(init_params(config.model, params_key))
+        given = traverse_util.flatten_dict(base)
+        for index, path in enumerate(sorted(flat)):
+            if path in given:
+                flat[path] = flat[path].replace_boxed(given[path])
+            elif flat_labels[path] == FROZEN and path[-1] == "kernel":
+                flat[path] = flat[path].replace_boxed(_redraw_if_zero(flat[path].value,
+                                                                      jax.random.fold_in(redraw_key, index)))
+        params = traverse_util.unflatten_dict(flat)
+        if stage1_kv:
+            params["unet"] = copy_text_kv_to_style_kv(params["unet"])
         ema = jax.tree.map(jnp.copy, trainable(params, labels)) if config.train.ema_decay else None
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ema=ema, rng=rng)
 
-    return init_sharded(init, jax.random.PRNGKey(config.seed), mesh=mesh, rules=config.mesh.rules)
+    make = abstract_sharded if abstract else init_sharded
+    return make(init, jax.random.PRNGKey(config.seed), base, mesh=mesh, rules=config.mesh.rules)
+
+
+def _redraw_if_zero(kernel: jax.Array, key: jax.Array) -> jax.Array:
+    """`kernel`, or N(0, 1/fan_in) values in its place when it is all zeros."""
+    fan_in = max(1, math.prod(kernel.shape[:-1]))
+    drawn = jax.random.normal(key, kernel.shape, kernel.dtype) / math.sqrt(fan_in)
+    return jnp.where(jnp.all(kernel == 0), drawn, kernel)
 
 
 def copy_text_kv_to_style_kv(unet: dict) -> dict:
-    """Initialise every style K/V from its layer's text K/V, as the reference does before training."""
+    """Initialise every style K/V from its layer's text K/V (a copy), as the reference does before training."""
     flat = traverse_util.flatten_dict(unet)
     out = dict(flat)
     for path in flat:
@@ -47,5 +76,5 @@ def copy_text_kv_to_style_kv(unet: dict) -> dict:
         match = re.search(r"/attn2/processor/(to_[kv])_style/kernel$", name)
         if match:
             owner = path[:path.index("processor")]
-            out[path] = flat[owner + (match.group(1), "kernel")]
+            out[path] = jax.tree.map(jnp.copy, flat[owner + (match.group(1), "kernel")])
     return traverse_util.unflatten_dict(out)

@@ -55,7 +55,8 @@ def compile_step(step_fn: Callable[..., Any], abstract_state: Any, abstract_batc
                  ) -> tuple[Callable[..., Any], float]:
     """AOT-compile `step_fn(state, batch)` with in/out shardings and the state donated.
 
-    Returns the compiled function and the compiled step's FLOPs from XLA's cost analysis.
+    Returns the compiled function and the compiled step's FLOPs from XLA's cost analysis (0 where the
+    lowering has none: an ahead-of-time compile for devices that are not attached).
     """
     jitted = jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings), out_shardings=(state_shardings, None),
                      donate_argnums=0)
@@ -63,7 +64,7 @@ def compile_step(step_fn: Callable[..., Any], abstract_state: Any, abstract_batc
     lowered = jitted.lower(abstract_state, abstract_batch)
     compiled = lowered.compile()
     log(f"compiled {name} in {time.perf_counter() - start:.1f} s")
-    return compiled, float(lowered.cost_analysis().get("flops", 0.0))
+    return compiled, float((lowered.cost_analysis() or {}).get("flops", 0.0))
 
 
 def make_step_fn(models: LossModels, tx: optax.GradientTransformation, labels: dict,
