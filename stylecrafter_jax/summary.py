@@ -1,11 +1,14 @@
 """Print the model's components, their parameter counts, what the stage trains and the U-Net FLOPs.
 
-Components: unet (base, without the style branches) and its temporal part, adapter (StyleTransformer,
-ScaleEncoder, style K/V) with its parts, and the frozen vae, text_encoder, image_encoder.
+Components: unet (base, without the style branches) with its temporal transformers, temporal convs and
+image K/V, adapter (StyleTransformer, ScaleEncoder, style K/V) with its parts, the image-to-video
+projector, and the frozen vae, text_encoder, image_encoder; a component the model lacks is not listed.
 
 python -m stylecrafter_jax.summary --config=configs/stage2.py [--json]
+(also configs/videocrafter_i2v.py and configs/dynamicrafter.py:256|512|1024|512_interp)
 Counts come from jax.eval_shape (nothing is materialised); FLOPs from XLA's cost analysis of one
-U-Net forward (batch 1, with style tokens) at the config's latent shape.
+U-Net forward (batch 1, with style tokens, image tokens and the VDG latent where the model has them)
+at the config's latent shape.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from configs.stages import TEMPORAL_TRANSFORMERS, stage_rules
-from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes
+from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes, unet_branch_inputs
 from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
 from stylecrafter_jax.train.masks import count_by_label, label_params, path_string
 
@@ -32,17 +35,21 @@ _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a tab
 COMPONENTS = {
     "unet": r"^unet/(?!.*/processor/)",
     "unet.temporal": r"^unet/" + TEMPORAL_TRANSFORMERS,
+    "unet.temporal_conv": r"^unet/.*/temopral_conv/",
+    "unet.image_kv": r"^unet/.*/attn2/(to_k_ip/|to_v_ip/|alpha$)",
     "adapter": r"^adapter/|^unet/.*/processor/",
     "adapter.style_transformer": r"^adapter/image_context_model/",
     "adapter.scale_encoder": r"^adapter/scale_predictor/",
     "adapter.style_kv": r"^unet/.*/processor/",
+    "projector": r"^projector/",
 }
 
 
 def component_counts(shapes: dict) -> dict[str, int]:
-    """Parameter count of each named component of the trained tree."""
+    """Parameter count of each named component the trained tree has."""
     leaves = [(path_string(p), int(np.prod(v.shape))) for p, v in jax.tree_util.tree_leaves_with_path(shapes)]
-    return {name: sum(n for path, n in leaves if re.search(pattern, path)) for name, pattern in COMPONENTS.items()}
+    counts = {name: sum(n for path, n in leaves if re.search(pattern, path)) for name, pattern in COMPONENTS.items()}
+    return {name: count for name, count in counts.items() if count}
 
 
 def encoder_counts(model: ml_collections.ConfigDict) -> dict[str, int]:
@@ -53,11 +60,11 @@ def encoder_counts(model: ml_collections.ConfigDict) -> dict[str, int]:
 
 
 def unet_forward_flops(model: ml_collections.ConfigDict, shapes: dict) -> float:
-    """FLOPs of one U-Net forward (batch 1, style tokens on) from XLA's cost analysis of the lowered HLO."""
+    """FLOPs of one U-Net forward (batch 1, every branch on) from XLA's cost analysis of the lowered HLO."""
     unet = build_unet(model)
     inputs = example_inputs(model)
-    lowered = jax.jit(lambda p, x, t, c: unet.apply({"params": p}, x, t, c)).lower(
-        shapes["unet"], inputs["x"], inputs["timesteps"], inputs["context"])
+    lowered = jax.jit(lambda p, x, t, c, branches: unet.apply({"params": p}, x, t, c, **branches)).lower(
+        shapes["unet"], inputs["x"], inputs["timesteps"], inputs["context"], unet_branch_inputs(inputs))
     return float(lowered.cost_analysis()["flops"])
 
 

@@ -50,3 +50,22 @@ def tiny_params(tiny_model):
     from stylecrafter_jax.models.build import param_shapes
 
     return randomize(nn.unbox(param_shapes(tiny_model)))
+
+
+@pytest.fixture(scope="session")
+def tiny_variant():
+    """variant -> (tiny `model` config, its random {'unet', 'projector'} parameters) of an image-to-video model."""
+    import flax.linen as nn
+
+    from configs.image_to_video import image_to_video_config
+    from stylecrafter_jax.models.build import param_shapes
+
+    built = {}
+
+    def get(variant: str):
+        if variant not in built:
+            model = image_to_video_config(variant, "tiny").model
+            built[variant] = model, randomize(nn.unbox(param_shapes(model)))
+        return built[variant]
+
+    return get
