@@ -1,14 +1,19 @@
-"""The summary command: exact reference parameter counts at full size, stage trainable counts, FLOPs."""
+"""The summary command: exact reference parameter counts at full size (StyleCrafter and the image-to-video
+models), stage trainable counts, FLOPs."""
 
 import json
 import subprocess
 import sys
 
+import flax.linen as nn
 import pytest
 
+from configs.dynamicrafter import get_config as dynamicrafter
 from configs.stage1 import get_config as stage1
 from configs.stage2 import get_config as stage2
-from stylecrafter_jax.summary import summarize
+from configs.videocrafter_i2v import get_config as videocrafter_i2v
+from stylecrafter_jax.models.build import param_shapes
+from stylecrafter_jax.summary import component_counts, summarize
 
 UNET, ADAPTER, ENCODERS = 1_144_485_956, 111_188_161, 83_653_863 + 354_032_641 + 632_076_800
 
@@ -48,3 +53,27 @@ def test_json_output_of_the_command():
     assert set(summary) == {"components", "trainable", "frozen", "unet_forward_flops"}
     assert summary["trainable"] == summary["components"]["unet.temporal"] > 0
     assert summary["unet_forward_flops"] > 0
+
+
+I2V_UNET, DC_UNET = 1_438_843_460, 1_438_854_980
+I2V_COMMON = {"unet.temporal": 278_431_616, "unet.temporal_conv": 266_891_520, "unet.image_kv": 25_559_040}
+
+
+@pytest.mark.parametrize("get_config, arg, unet, image_kv, projector", [
+    (videocrafter_i2v, None, I2V_UNET, 25_559_040, 48_541_696),
+    (dynamicrafter, "256", DC_UNET + 16, 25_559_040 + 16, 48_787_456),
+    (dynamicrafter, "512", DC_UNET, 25_559_040, 48_787_456),
+    (dynamicrafter, "1024", DC_UNET, 25_559_040, 48_787_456),
+    (dynamicrafter, "512_interp", DC_UNET, 25_559_040, 48_787_456),
+])
+def test_image_to_video_counts_equal_the_reference(get_config, arg, unet, image_kv, projector):
+    shapes = nn.unbox(param_shapes(get_config(arg).model))
+    assert component_counts(shapes) == {**I2V_COMMON, "unet": unet, "unet.image_kv": image_kv, "projector": projector}
+
+
+def test_json_output_of_an_image_to_video_config():
+    out = subprocess.run([sys.executable, "-m", "stylecrafter_jax.summary", "--config=configs/dynamicrafter.py:256,tiny",
+                          "--json"], capture_output=True, text=True, check=True).stdout
+    components = json.loads(out.strip().splitlines()[-1])["components"]
+    assert {"unet", "unet.temporal_conv", "unet.image_kv", "projector", "image_encoder"} <= set(components)
+    assert not any(name.startswith("adapter") for name in components)

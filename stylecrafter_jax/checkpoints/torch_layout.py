@@ -16,6 +16,7 @@ FORWARD = {
     "as-is": lambda w: w,
     "dense": lambda w: w.T,  # Linear (O, I) -> (I, O)
     "conv": lambda w: w.transpose(2, 3, 1, 0),  # Conv2d (O, I, kh, kw) -> (kh, kw, I, O)
+    "conv3d": lambda w: w.transpose(2, 3, 4, 1, 0),  # Conv3d (O, I, kt, kh, kw) -> (kt, kh, kw, I, O)
     "conv1d_k1": lambda w: w[:, :, 0].T,  # Conv1d k=1 (O, I, 1) -> Dense (I, O)
     "conv1x1_dense": lambda w: w[:, :, 0, 0].T,  # Conv2d 1x1 (O, I, 1, 1) -> Dense (I, O)
 }
@@ -24,6 +25,7 @@ INVERSE = {
     "as-is": lambda w: w,
     "dense": lambda w: w.T,
     "conv": lambda w: w.transpose(3, 2, 0, 1),
+    "conv3d": lambda w: w.transpose(4, 3, 0, 1, 2),
     "conv1d_k1": lambda w: w.T[:, :, None],
     "conv1x1_dense": lambda w: w.T[:, :, None, None],
 }
