@@ -11,6 +11,7 @@ import ml_collections
 
 from configs.args import parse_arg
 from configs.image_to_video import image_to_video_config
+from stylecrafter_jax.errors import ConfigError
 
 RESOLUTIONS = ("256", "512", "1024", "512_interp")
 
@@ -19,6 +20,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The DynamiCrafter config; `arg` = "resolution[,size]", resolution one of RESOLUTIONS (default 512)."""
     size, words = parse_arg(arg, allowed=RESOLUTIONS)
     if len(words) > 1:
-        raise ValueError(f"config arg {arg!r}: expected one resolution of {RESOLUTIONS}, got {sorted(words)}")
+        raise ConfigError(f"config arg {arg!r}: expected one resolution of {RESOLUTIONS}, got {sorted(words)}")
     resolution = next(iter(words), "512")
     return image_to_video_config(f"dynamicrafter_{resolution}", size)
