@@ -1,4 +1,4 @@
-"""Tests of the scaled-linear schedule, q_sample, eps-prediction and the checkpoint buffer check."""
+"""Tests of the schedule (scaled-linear, ZTSNR), q_sample, eps/v/x0 conversions, the rescale and the buffers."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,10 @@ from diffusers import DDIMScheduler
 
 from configs.models import model_config
 from configs.toy import get_config as toy_config
-from stylecrafter_jax.diffusion.schedule import (check_schedule_buffers, make_schedule, predict_x0_from_eps,
-                                                 q_sample, schedule_from_config)
+from stylecrafter_jax.diffusion.schedule import (check_schedule_buffers, make_schedule,
+                                                 predict_eps_from_v, predict_x0_from_eps, predict_x0_from_v,
+                                                 process_from_buffers, process_from_config, q_sample, rescale_curve,
+                                                 schedule_from_config, velocity)
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError, ShapeError
 
 
@@ -132,3 +134,117 @@ def test_bad_input(schedule):
         make_schedule(num_timesteps=1)
     with pytest.raises(ConfigError, match="linear_start/linear_end"):
         make_schedule(linear_start=0.02, linear_end=0.01)
+    with pytest.raises(ConfigError, match="zero_terminal_snr: needs prediction 'v'"):
+        make_schedule(zero_terminal_snr=True)
+    with pytest.raises(ConfigError, match="model.diffusion.prediction: got 'x0'"):
+        make_schedule(prediction="x0")
+    for key, value, message in [("rescale", "linear", "model.diffusion.rescale: got 'linear'"),
+                                ("rescale_base", 1.5, "rescale_base: got 1.5"),
+                                ("rescale_turning_step", 2000, "rescale_turning_step: got 2000")]:
+        model = dynamicrafter_config()
+        model.diffusion[key] = value
+        with pytest.raises(ConfigError, match=message):
+            process_from_config(model)
+
+
+def dynamicrafter_config(rescale="dynamic", base=0.7):
+    model = model_config("tiny")
+    model.diffusion.update(dict(prediction="v", zero_terminal_snr=True, rescale=rescale, rescale_base=base))
+    return model
+
+
+def reference_ztsnr_alphas_cumprod():
+    """Lin et al. Alg. 1 on the scaled-linear betas, step by step as the reference code writes it (float64)."""
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
+    root = np.sqrt(np.cumprod(1.0 - betas))
+    root_0, root_T = root[0].copy(), root[-1].copy()
+    root = (root - root_T) * (root_0 / (root_0 - root_T))
+    alphas = np.concatenate([root[:1] ** 2, root[1:] ** 2 / root[:-1] ** 2])
+    return np.cumprod(alphas), 1.0 - alphas
+
+
+def test_zero_terminal_snr_schedule():
+    ztsnr = make_schedule(zero_terminal_snr=True, prediction="v")
+    alphas_cumprod, betas = reference_ztsnr_alphas_cumprod()
+    assert ztsnr.alphas_cumprod[-1] == 0.0 and ztsnr.betas[-1] == 1.0
+    np.testing.assert_allclose(ztsnr.alphas_cumprod, alphas_cumprod, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(ztsnr.betas, betas, rtol=1e-6)
+    # The reference's table: t = 0 unchanged, then 0.981010, 0.242359, 8.5788e-5, 6.8866e-5; β_998 = 0.751137.
+    np.testing.assert_allclose(ztsnr.alphas_cumprod[[0, 19, 499, 979, 981]],
+                               [0.99915, 0.981010, 0.242359, 8.5788e-5, 6.8866e-5], rtol=2e-5)
+    assert ztsnr.betas[998] == pytest.approx(0.751137, abs=1e-6)
+    # diffusers' own rescale (float32 torch) agrees.
+    ref = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                        rescale_betas_zero_snr=True)
+    np.testing.assert_allclose(ztsnr.alphas_cumprod, ref.alphas_cumprod.numpy(), rtol=1e-4, atol=1e-7)
+    # v-prediction models register the two reciprocal buffers as zeros; the rest is finite.
+    assert not ztsnr.sqrt_recip_alphas_cumprod.any() and not ztsnr.sqrt_recipm1_alphas_cumprod.any()
+    assert all(np.isfinite(buffer).all() for buffer in ztsnr)
+
+
+def test_v_eps_x0_conversions_round_trip():
+    schedule = make_schedule(zero_terminal_snr=True, prediction="v")
+    rng = np.random.default_rng(3)
+    x0 = rng.standard_normal((4, 2, 4, 4)).astype(np.float32)
+    noise = rng.standard_normal(x0.shape).astype(np.float32)
+    t = np.array([0, 400, 998, 999])
+    x_t = q_sample(schedule, x0, t, noise)
+    v = velocity(schedule, x0, t, noise)
+    np.testing.assert_allclose(np.asarray(predict_x0_from_v(schedule, x_t, t, v)), x0, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(predict_eps_from_v(schedule, x_t, t, v)), noise, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(v[-1]), -x0[-1], atol=1e-6)  # at ᾱ = 0: v = −x0 and x_t = ε
+    eps_schedule = make_schedule()
+    ref = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    want = ref.get_velocity(torch.from_numpy(x0), torch.from_numpy(noise), torch.from_numpy(t))
+    np.testing.assert_allclose(np.asarray(velocity(eps_schedule, x0, t, noise)), want.numpy(), atol=2e-5)
+    x_t = q_sample(eps_schedule, x0, t, noise)
+    v = velocity(eps_schedule, x0, t, noise)
+    np.testing.assert_allclose(np.asarray(predict_x0_from_eps(eps_schedule, x_t, t, predict_eps_from_v(
+        eps_schedule, x_t, t, v))), np.asarray(predict_x0_from_v(eps_schedule, x_t, t, v)), atol=1e-3)
+
+
+def test_rescale_curve_and_process_from_config():
+    curve = rescale_curve(1000, 0.3, 400)
+    assert curve.shape == (1400,) and curve.dtype == np.float32
+    t = np.arange(1400)
+    np.testing.assert_allclose(curve, np.where(t < 400, 1.0 - 0.7 * t / 399, 0.3), rtol=1e-6)
+    process = process_from_config(dynamicrafter_config(base=0.3))
+    assert (process.prediction, process.rescale) == ("v", "dynamic")
+    np.testing.assert_array_equal(process.scale_arr, curve)
+    assert process.schedule.alphas_cumprod[-1] == 0.0
+    plain = process_from_config(model_config("tiny"))
+    assert (plain.prediction, plain.rescale, plain.scale_arr) == ("eps", "none", None)
+    check_schedule_buffers(plain.schedule._asdict())
+
+
+def test_process_from_buffers_uses_the_checkpoint_values():
+    model = dynamicrafter_config(rescale="use_scale")
+    expected = process_from_config(model)
+    half = {name: value.astype(np.float16) for name, value in expected.schedule._asdict().items()}
+    half["scale_arr"] = expected.scale_arr.astype(np.float16)
+    half["model.diffusion_model.out.2.weight"] = np.zeros((4, 8), np.float16)
+    process = process_from_buffers(half, model, source="i2v.ckpt")
+    np.testing.assert_array_equal(process.schedule.alphas_cumprod, half["alphas_cumprod"].astype(np.float32))
+    assert process.schedule.alphas_cumprod[0] != expected.schedule.alphas_cumprod[0]  # fp16-rounded, as loaded
+    assert process.schedule.alphas_cumprod.dtype == np.float32 and process.scale_arr.dtype == np.float32
+    np.testing.assert_array_equal(process.scale_arr, half["scale_arr"].astype(np.float32))
+    assert (process.prediction, process.rescale) == ("v", "use_scale")
+    no_buffers = process_from_buffers({"model.diffusion_model.out.2.weight": np.zeros(3)}, model)
+    np.testing.assert_array_equal(no_buffers.schedule.alphas_cumprod, expected.schedule.alphas_cumprod)
+    np.testing.assert_array_equal(no_buffers.scale_arr, expected.scale_arr)
+
+
+def test_process_from_buffers_refuses_another_schedule():
+    model = dynamicrafter_config()
+    buffers = dict(process_from_config(model).schedule._asdict(), scale_arr=rescale_curve(1000, 0.7))
+    eps_config = model_config("tiny")
+    with pytest.raises(CheckpointMismatchError) as info:
+        process_from_buffers(buffers, eps_config, source="dc512.ckpt")
+    message = str(info.value)
+    assert "dc512.ckpt" in message and "'alphas_cumprod'" in message and "'sqrt_recip_alphas_cumprod'" in message
+    with pytest.raises(CheckpointMismatchError, match="'scale_arr'"):
+        process_from_buffers(dict(buffers, scale_arr=rescale_curve(1000, 0.3)), model)
+    partial = dict(buffers)
+    del partial["betas"], partial["scale_arr"]
+    with pytest.raises(CheckpointMismatchError, match="missing buffer 'betas'.*\\n  missing buffer 'scale_arr'"):
+        process_from_buffers(partial, model)
