@@ -8,7 +8,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs.sampling import get_sampling_config
-from stylecrafter_jax.diffusion.ddim import ddim_timesteps
+from stylecrafter_jax.diffusion.ddim import sampler_steps
 from stylecrafter_jax.diffusion.guidance import GUIDANCE_FORMS, GUIDANCE_MODES
 from stylecrafter_jax.errors import ConfigError
 
@@ -47,7 +47,15 @@ def check_sampling(sampling: ml_collections.ConfigDict, model: ml_collections.Co
     if sampling.guidance_form not in GUIDANCE_FORMS:
         raise ConfigError(f"sampling.guidance_form: got {sampling.guidance_form!r}, expected one of "
                           f"{GUIDANCE_FORMS}")
-    ddim_timesteps(sampling.steps)
+    sampler_steps(sampling.sampler, sampling.steps, sampling.timestep_spacing, int(model.diffusion.num_timesteps),
+                  sampling.guidance_interval)
+    if not 0.0 <= sampling.guidance_rescale <= 1.0:
+        raise ConfigError(f"sampling.guidance_rescale: got {sampling.guidance_rescale!r}, expected a value in "
+                          "[0, 1] (0 = off)")
+    scale = sampling.image_cond_scale
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0):
+        raise ConfigError(f"sampling.image_cond_scale: got {scale!r}, expected None (two-branch guidance) or "
+                          "a scale >= 0")
     if not 0.0 <= sampling.eta <= 1.0:
         raise ConfigError(f"sampling.eta: got {sampling.eta!r}, expected 0 <= eta <= 1")
     if sampling.mode == "image" and sampling.frames != 1:

@@ -8,9 +8,11 @@ from stylecrafter_jax.errors import ConfigError
 
 def test_video_defaults_are_the_shipped_run():
     cfg = get_sampling_config()
-    assert cfg.to_dict() == dict(mode="video", steps=50, eta=1.0, clip_x0=0.0, text_scale=15.0, style_scale=7.5,
-                                 image_scale=6.0, guidance_form="official", style_weight=1.0, fps=10, seed=123,
-                                 height=320, width=512, frames=16)
+    assert cfg.to_dict() == dict(mode="video", sampler="ddim", steps=50, timestep_spacing="uniform", eta=1.0,
+                                 clip_x0=0.0, text_scale=15.0, style_scale=7.5, image_scale=6.0,
+                                 guidance_form="official", image_cond_scale=None, guidance_rescale=0.0,
+                                 guidance_interval=None, style_weight=1.0, fps=10, seed=123, height=320, width=512,
+                                 frames=16)
 
 
 def test_image_mode_is_one_512_frame():

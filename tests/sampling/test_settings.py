@@ -37,12 +37,29 @@ def test_the_shipped_configs_pass_the_checks():
     ("style_weight", 2.5, "sampling.style_weight"),
     ("guidance_form", "textbook", "sampling.guidance_form"),
     ("frames", 0, "sampling.frames"),
+    ("sampler", "euler", "sampling.sampler: got 'euler', expected one of"),
+    ("timestep_spacing", "leading", "sampling.timestep_spacing: got 'leading'"),
+    ("guidance_interval", (40, 51), r"sampling.guidance_interval: got \(40, 51\), expected None .* <= 50"),
+    ("guidance_rescale", -0.1, "sampling.guidance_rescale: got -0.1"),
+    ("image_cond_scale", "high", "sampling.image_cond_scale: got 'high'"),
 ])
 def test_bad_settings_name_the_key(key, value, message):
     sampling = get_sampling_config("video")
     sampling[key] = value
     with pytest.raises(ConfigError, match=message):
         check_sampling(sampling, model_config("full"))
+
+
+def test_a_step_count_the_solver_cannot_run_is_refused():
+    sampling = get_sampling_config("video")
+    sampling.update(dict(sampler="dpmpp_2m", steps=1))
+    with pytest.raises(ConfigError, match="sampling.steps: got 1, expected at least 2 for sampler 'dpmpp_2m'"):
+        check_sampling(sampling, model_config("full"))
+    sampling.update(dict(steps=61, timestep_spacing="uniform_trailing"))
+    with pytest.raises(ConfigError, match="sampling.steps: 61 steps with uniform_trailing spacing"):
+        check_sampling(sampling, model_config("full"))
+    sampling.update(dict(steps=25, guidance_interval=(0, 20)))
+    check_sampling(sampling, model_config("full"))
 
 
 def test_image_mode_needs_one_frame():
