@@ -1,4 +1,5 @@
-"""Multi-process start-up: `jax.distributed.initialize` when the config or the environment asks."""
+"""Multi-process start-up (`jax.distributed.initialize` when the config or the environment asks) and decisions
+every process takes together (`StopAgreement`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import time
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.errors import ConfigError, StyleCrafterError
 
 logger = logging.getLogger(__name__)
 
 MODES = ("auto", "always", "never")
+AGREEMENT_TIMEOUT_S = 1800.0
+"""How long a process waits for the others to reach the same stop check before it gives up."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,3 +195,48 @@ def is_primary() -> bool:
 def process_tag() -> str:
     """A short "[host i/n]" prefix for per-host log lines."""
     return f"[host {jax.process_index()}/{jax.process_count()}]"
+
+
+class ProcessesOutOfStep(StyleCrafterError, TimeoutError):
+    """The other processes did not reach the same collective within the timeout (one died or hangs)."""
+
+
+class StopAgreement:
+    """Whether any process wants to stop, agreed by all: each call's local flags combined by a tiny all-reduce.
+
+    Call it once per step on every process, in the same order as the other collectives. On one process it
+    returns `flag` at once. With several it starts the all-reduce (a max of one int32 per process) of this
+    call's flags and returns the result of the previous call's, so the host never waits for the step just
+    dispatched and every process gets the same answer at the same call: a flag raised at call k stops all
+    processes at call k + 1. A previous result not ready within `timeout_s` raises ProcessesOutOfStep.
+    """
+
+    def __init__(self, *, timeout_s: float = AGREEMENT_TIMEOUT_S, poll_s: float = 0.001):
+        if timeout_s <= 0:
+            raise ConfigError(f"stop agreement timeout_s={timeout_s}: expected a positive number of seconds")
+        self.timeout_s, self.poll_s = timeout_s, poll_s
+        self.processes = jax.process_count()
+        self._pending: jax.Array | None = None
+        if self.processes > 1:
+            devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+            mesh = Mesh(np.asarray(devices).reshape(self.processes, -1), ("processes", "local"))
+            self._flags = NamedSharding(mesh, PartitionSpec("processes"))
+            self._any = jax.jit(jnp.max, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+    def __call__(self, flag: bool) -> bool:
+        """True when any process raised its flag (at the previous call, with several processes)."""
+        if self.processes == 1:
+            return bool(flag)
+        previous = self._pending
+        local = np.asarray([int(bool(flag))], np.int32)
+        self._pending = self._any(jax.make_array_from_process_local_data(self._flags, local, (self.processes,)))
+        return previous is not None and self._read(previous)
+
+    def _read(self, result: jax.Array) -> bool:
+        deadline = time.monotonic() + self.timeout_s
+        while not result.is_ready():
+            if time.monotonic() > deadline:
+                raise ProcessesOutOfStep(f"{process_tag()} the other processes did not reach the stop check "
+                                         f"within {self.timeout_s:g} s: one of them has died or hangs")
+            time.sleep(self.poll_s)
+        return bool(np.asarray(result.addressable_data(0)))

@@ -22,7 +22,7 @@ from stylecrafter_jax.errors import ConfigError, StyleCrafterError
 from stylecrafter_jax.models.build import build_adapter, build_unet
 from stylecrafter_jax.parallel.arrays import (abstract_arrays, batch_sharding, check_global_batch_size,
                                               make_global_batch, process_data_shard)
-from stylecrafter_jax.parallel.distributed import is_primary, maybe_initialize
+from stylecrafter_jax.parallel.distributed import StopAgreement, is_primary, maybe_initialize
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh, describe_mesh
 from stylecrafter_jax.train.base_weights import load_base_weights
@@ -96,7 +96,8 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     start = int(state.step)
 
     # ---------------------------------------------------------------- compile on first use, loop
-    stop = {"signal": None}
+    stop = {"signal": None}  # set by this host's SIGTERM; `agree` makes every host stop at the same step
+    agree, preempted = StopAgreement(), False
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
     logger = MetricsLogger(config.workdir, primary=primary, total_steps=config.train.steps, start_step=start,
                            print_fn=log)
@@ -145,7 +146,8 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
                 if scalars:
                     logger.log(step, scalars)
             checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state())
-            if stop["signal"] is not None or checkpointer.reached_preemption(step):
+            if agree(stop["signal"] is not None or checkpointer.reached_preemption(step)):
+                preempted = True
                 if checkpointer.latest_step() != step:
                     checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state(), force=True)
                 log(f"stopping at step {step} on preemption; checkpoint saved")
@@ -160,7 +162,7 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     if step == config.train.steps:  # on every host: orbax saves are collective
         export_run(config, state, encoder_params, export)
     return {"step": step, "state": state, "encoder_params": encoder_params, "labels": labels,
-            "preempted": stop["signal"] is not None}
+            "preempted": preempted}
 
 
 def _batch_sizes(config: ml_collections.ConfigDict) -> list[int]:

@@ -17,7 +17,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from configs.parallel import distributed_config, mesh_config
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.parallel.distributed import (
-    DistributedArgs, is_primary, maybe_initialize, process_tag, resolve_distributed_args, wait_for_coordinator)
+    DistributedArgs, StopAgreement, is_primary, maybe_initialize, process_tag, resolve_distributed_args,
+    wait_for_coordinator)
 from stylecrafter_jax.parallel.mesh import create_mesh
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,6 +167,12 @@ def test_global_batch_and_psum_across_processes(two_processes):
         assert result["tensor_mesh_data_shard"] == [0, 1]  # tensor across hosts: both read the same rows
 
 
+def test_a_stop_flag_of_one_process_stops_both_at_the_same_call(two_processes):
+    results, _ = two_processes
+    for result in results:
+        assert result["stops"] == [False, False, False, True, False]
+
+
 def test_two_process_checkpoint_restores_in_one_process_on_another_mesh(two_processes):
     _, ckpt = two_processes
     mesh = create_mesh(mesh_config(2, 2, 2))
@@ -198,3 +205,10 @@ def test_single_process_helpers():
 def test_always_on_one_process_leaves_everything_to_jax():
     args = resolve_distributed_args(settings(initialize="always", num_processes=1), {})
     assert args == DistributedArgs(None, 1, None, None, 300, "auto-detect")
+
+
+def test_stop_agreement_on_one_process_is_the_local_flag():
+    agree = StopAgreement()
+    assert [agree(flag) for flag in (False, True, False)] == [False, True, False]
+    with pytest.raises(ConfigError, match=r"timeout_s=0: expected a positive number of seconds"):
+        StopAgreement(timeout_s=0)

@@ -11,7 +11,7 @@ import jax
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
-from stylecrafter_jax.parallel.distributed import is_primary, maybe_initialize  # noqa: E402
+from stylecrafter_jax.parallel.distributed import StopAgreement, is_primary, maybe_initialize  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 initialized = maybe_initialize(json.loads(sys.argv[1]))
@@ -49,6 +49,10 @@ with ocp.CheckpointManager(sys.argv[2], options=ocp.CheckpointManagerOptions(cre
     manager.save(1, args=ocp.args.StandardSave({"weights": weights, "batch": batch}))
     manager.wait_until_finished()
 
+# Only process 1 raises its stop flag, at call 2: both hear of it at call 3.
+agree = StopAgreement(timeout_s=60)
+stops = [agree(pid == 1 and call == 2) for call in range(5)]
+
 print(json.dumps({
     "initialized": initialized,
     "process": [pid, jax.process_count()],
@@ -61,4 +65,5 @@ print(json.dumps({
     "total": float(total),
     "column_sums": np.asarray(column_sums).reshape(-1).tolist(),
     "tensor_mesh_data_shard": list(process_data_shard(tensor_mesh)),
+    "stops": stops,
 }), flush=True)
