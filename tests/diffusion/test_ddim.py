@@ -11,7 +11,9 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from stylecrafter_jax.diffusion.ddim import (DDIMSampler, ddim_timesteps, ddim_update, dpmpp_2m_update,
                                              initial_noise, predict_x0_eps, sample_keys, sampler_steps,
                                              step_coefficients, step_noise)
-from stylecrafter_jax.diffusion.schedule import DiffusionProcess, make_schedule, rescale_curve
+from configs.models import model_config
+from stylecrafter_jax.diffusion.schedule import (DiffusionProcess, make_schedule, process_from_buffers,
+                                                 process_from_config, rescale_curve)
 from stylecrafter_jax.errors import ConfigError, ShapeError
 
 SAMPLE_SHAPE = (2, 4, 4, 3)  # (frames, h, w, c)
@@ -402,3 +404,14 @@ def test_sampler_bad_input(schedule):
         with pytest.raises(ConfigError, match=message):
             DDIMSampler(linear_denoise, schedule, **dict(dict(num_steps=10), **kwargs))
     assert sampler_steps("dpmpp_2m", 30) == 31  # the official uniform spacing visits 31 timesteps for 30
+
+
+def test_fp16_checkpoint_buffers_give_the_reference_last_sigma():
+    model = model_config("tiny")
+    half = {name: value.astype(np.float16) for name, value in make_schedule()._asdict().items()}
+    loaded = process_from_buffers(half, model, source="i2v_512_v1.ckpt")
+    # The reference (VideoCrafter1 I2V, an fp16 file): ᾱ₀ 0.99915 → 0.99902, the last σ 0.01805 instead of 0.02065.
+    assert loaded.schedule.alphas_cumprod[0] == pytest.approx(0.99902, abs=1e-5)
+    np.testing.assert_allclose([step_coefficients(loaded, 50).sigmas[-1],
+                                step_coefficients(process_from_config(model), 50).sigmas[-1]],
+                               [0.01805, 0.02065], atol=5e-5)
