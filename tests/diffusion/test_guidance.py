@@ -12,8 +12,9 @@ from stylecrafter_jax.diffusion.ddim import (DDIMSampler, ddim_update, initial_n
                                              sample_keys, step_noise)
 from stylecrafter_jax.diffusion.guidance import (GuidanceInputs, make_guided_denoiser, rescale_guidance,
                                                  style_multipliers)
-from stylecrafter_jax.diffusion.schedule import DiffusionProcess, make_schedule
+from stylecrafter_jax.diffusion.schedule import DiffusionProcess, make_schedule, rescale_curve
 from stylecrafter_jax.errors import ConfigError, ShapeError
+from tests.diffusion.references import reference_ddim_loop
 
 B, L_TEXT, N_STYLE, WIDTH, N_CROSS, CHANNELS = 2, 77, 8, 16, 16, 4
 LATENT = (B, 2, 4, 4, CHANNELS)  # (b, t, h, w, c)
@@ -265,3 +266,25 @@ def test_make_sampler_follows_the_sampling_config(inputs):
     sampling.guidance_interval = None
     assert np.abs(np.asarray(make_sampler(fake_model, process, sampling).sample(inputs, keys, LATENT[1:]))
                   - got).max() > 1e-3
+
+
+def test_guided_dynamicrafter_sampling_equals_the_reference_formulas(i2v_inputs):
+    """v model, ZTSNR, trailing DDIM, dynamic rescale, multi-condition guidance and guidance_rescale together."""
+    process = DiffusionProcess(schedule=make_schedule(zero_terminal_snr=True, prediction="v"), prediction="v",
+                               rescale="dynamic", scale_arr=rescale_curve(1000, 0.7))
+    sampling = get_sampling_config()
+    sampling.update(dict(steps=4, timestep_spacing="uniform_trailing", text_scale=7.5, image_cond_scale=3.0,
+                         guidance_rescale=0.7))
+    keys = sample_keys(9, [0, 1])
+    x_T = initial_noise(keys, LATENT[1:])
+    got = np.asarray(make_sampler(i2v_model, process, sampling).sample_from(i2v_inputs, x_T, keys))
+
+    def guided(x, t):
+        e_it, e_i, e_u = (np.asarray(i2v_branch(i2v_inputs, x, t, *flags), np.float64)
+                          for flags in ((True, True), (False, True), (False, False)))
+        g = e_u + 3.0 * (e_i - e_u) + 7.5 * (e_it - e_i)
+        ratio = e_it.reshape(B, -1).std(axis=1, ddof=1) / g.reshape(B, -1).std(axis=1, ddof=1)
+        return 0.7 * g * ratio.reshape(B, 1, 1, 1, 1) + 0.3 * g
+
+    want = reference_ddim_loop(process, "uniform_trailing", 4, x_T, keys, guided)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
