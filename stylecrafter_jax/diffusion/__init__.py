@@ -1,1 +1,1 @@
-"""Noise schedule, q_sample and DDIM sampling with multi-condition guidance."""
+"""Noise schedules (scaled-linear, zero terminal SNR), eps/v conversions, DDIM and DPM-Solver++(2M) with guidance."""
