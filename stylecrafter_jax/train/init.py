@@ -41,7 +41,8 @@ def create_state(config: ml_collections.ConfigDict, tx: optax.GradientTransforma
     stage1_kv = config.stage == "stage1" and "adapter" not in base
 
     def init(key, base):
-        params_key, redraw_key, rng = jax.random.split(key, 3)
+        params_key, rng = jax.random.split(key)
+        redraw_key = jax.random.fold_in(key, 1)
         flat = traverse_util.flatten_dict(init_params(config.model, params_key))
         given = traverse_util.flatten_dict(base)
         for index, path in enumerate(sorted(flat)):
