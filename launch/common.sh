@@ -29,3 +29,21 @@ stage_config() {
 # the same pin as the README's first command and stylecrafter_jax/conditioning/tokenizer.py.
 # shellcheck disable=SC2034  # used by the launchers that source this file
 CLIP_VOCAB_PACKAGE=open_clip_torch==3.3.0
+
+# The JAX devices of a TPU type: v4-N and v5p-N count TensorCores (2 per chip, one device), the others devices.
+tpu_devices() {
+  local count=${1##*-}
+  [[ $count =~ ^[0-9]+$ ]] || die "cannot read the size of TPU type '$1'"
+  case "$1" in
+    v4-*|v5p-*) echo $((count / 2)) ;;
+    *) echo "$count" ;;
+  esac
+}
+
+# Stage 2's global batch (8 videos; 128 images packed into 8 pseudo-videos of 16 frames) splits over 1, 2, 4 or 8
+# devices; on other counts the flags for one video and 16 images per device (nothing when the defaults divide).
+stage2_batch_flags() {
+  local devices=$1
+  (( devices > 0 && 8 % devices == 0 )) && return 0
+  echo "--config.data.videos.batch_size=$devices --config.data.images.batch_size=$((16 * devices))"
+}

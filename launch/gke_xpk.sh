@@ -72,6 +72,10 @@ fi
 TRAIN=(python -m stylecrafter_jax.train --config="$CONFIG" --config.mesh.distributed.initialize=always)
 [[ $SLICES == 1 ]] || TRAIN+=(--config.mesh.dcn_data="$SLICES")
 [[ -z $WORKDIR ]] || TRAIN+=(--config.workdir="$WORKDIR")
+if [[ $CONFIG == configs/stage2.py ]]; then  # per-mesh batch sizes (launch/README.md); flags after -- win
+  read -ra BATCH <<< "$(stage2_batch_flags $(($(tpu_devices "$TPU_TYPE") * SLICES)))"
+  TRAIN+=("${BATCH[@]}")
+fi
 TRAIN+=("${TRAIN_ARGS[@]}")
 printf -v TRAIN_LINE '%q ' "${TRAIN[@]}"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -121,6 +121,10 @@ fi
 # 3. The same command on all workers; JAX finds the other hosts through the TPU metadata.
 TRAIN=(.venv/bin/python -m stylecrafter_jax.train --config="$CONFIG" --config.mesh.distributed.initialize=always)
 [[ -z $WORKDIR ]] || TRAIN+=(--config.workdir="$WORKDIR")
+if [[ $CONFIG == configs/stage2.py ]]; then  # per-mesh batch sizes (launch/README.md); flags after -- win
+  read -ra BATCH <<< "$(stage2_batch_flags "$(tpu_devices "$ACCELERATOR")")"
+  TRAIN+=("${BATCH[@]}")
+fi
 TRAIN+=("${TRAIN_ARGS[@]}")
 printf -v TRAIN_LINE '%q ' "${TRAIN[@]}"
 echo "# train on all workers; each host writes its own log, host 0 the summaries"

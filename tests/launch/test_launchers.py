@@ -73,7 +73,8 @@ def test_tpu_pod_dry_run_prints_and_runs_nothing(fake_env):
     train = printed[-1]
     assert train[4:6] == ["ssh", "sc"] and "--worker=all" in train
     assert (".venv/bin/python -m stylecrafter_jax.train --config=configs/stage2.py "
-            "--config.mesh.distributed.initialize=always --config.workdir=gs://b/run --config.seed=3") in train[-1]
+            "--config.mesh.distributed.initialize=always --config.workdir=gs://b/run "
+            "--config.data.videos.batch_size=16 --config.data.images.batch_size=256 --config.seed=3") in train[-1]
     assert log.read_text() == ""  # nothing was run
     install = next(c for c in printed if "requirements.txt" in c[-1])
     assert f"--no-deps {OPEN_CLIP_PACKAGE}" in install[-1]  # every worker gets the tokenizer's vocabulary
@@ -210,3 +211,21 @@ def test_readme_commands_dry_run(fake_env, line):
     stage = re.search(r"--stage (\d)", line).group(1)
     assert f"stylecrafter_jax.train --config=configs/stage{stage}.py" in result.stdout
     assert log.read_text() == ""
+
+
+@pytest.mark.parametrize("args, batch", [
+    (["launch/tpu_pod.sh", "--name", "n", "--zone", "z", "--accelerator-type", "v5p-8", "--skip-setup"], None),
+    (["launch/tpu_pod.sh", "--name", "n", "--zone", "z", "--accelerator-type", "v5p-32", "--skip-setup"], 16),
+    (["launch/gke_xpk.sh", "--cluster", "c", "--zone", "z", "--project", "p"], 64),
+    (["launch/gke_xpk.sh", "--cluster", "c", "--zone", "z", "--project", "p", "--num-slices", "2"], 128),
+    (["launch/slurm_gpu.sbatch"], 32),
+])
+def test_stage2_batch_sizes_follow_the_device_count(fake_env, args, batch):
+    env, _ = fake_env
+    env.update(HEAD_NODE="gpu001", SLURM_JOB_NUM_NODES="4", SLURM_GPUS_ON_NODE="8")
+    result = launch([*args, "--stage", "2", "--dry-run", "--", "--config.seed=1"], env)
+    assert result.returncode == 0, result.stderr
+    train = result.stdout[result.stdout.index("--config=configs/stage2.py"):]
+    flags = re.findall(r"--config\.data\.(videos|images)\.batch_size=(\d+)", train)
+    assert flags == ([] if batch is None else [("videos", str(batch)), ("images", str(16 * batch))])
+    assert train.index("--config.seed=1") > max([train.index("batch_size")] if batch else [0])  # yours win
