@@ -243,9 +243,13 @@ def process_from_buffers(buffers: Mapping[str, np.ndarray], model: Any, *,
     As the official code loads them: the checkpoint's own values (fp16-rounded where the file is fp16,
     widened to float32) replace the recomputed ones, after every buffer, and `scale_arr` for a rescaled
     model, has been compared with `process_from_config(model)` at the stored dtype's tolerance. A state
-    dict without any schedule buffer gives the config's process; one with only some of them is an error.
+    dict without any schedule buffer gives the config's process; one with only some of them, or with a
+    `scale_arr` the config does not expect, is an error.
     """
     expected = process_from_config(model)
+    if expected.scale_arr is None and "scale_arr" in buffers:
+        raise CheckpointMismatchError(f"{source}: has a 'scale_arr' buffer (a model that rescales its latents, "
+                                      "use_scale or use_dynamic_rescale), but model.diffusion.rescale is 'none'")
     names = DiffusionSchedule._fields + (() if expected.scale_arr is None else ("scale_arr",))
     present = [name for name in names if name in buffers]
     if not present:

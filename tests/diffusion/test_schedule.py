@@ -244,6 +244,8 @@ def test_process_from_buffers_refuses_another_schedule():
     assert "dc512.ckpt" in message and "'alphas_cumprod'" in message and "'sqrt_recip_alphas_cumprod'" in message
     with pytest.raises(CheckpointMismatchError, match="'scale_arr'"):
         process_from_buffers(dict(buffers, scale_arr=rescale_curve(1000, 0.3)), model)
+    with pytest.raises(CheckpointMismatchError, match="'scale_arr' buffer .* model.diffusion.rescale is 'none'"):
+        process_from_buffers(buffers, dynamicrafter_config(rescale="none"))
     partial = dict(buffers)
     del partial["betas"], partial["scale_arr"]
     with pytest.raises(CheckpointMismatchError, match="missing buffer 'betas'.*\\n  missing buffer 'scale_arr'"):
