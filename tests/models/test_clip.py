@@ -97,6 +97,19 @@ def test_vision_tower_matches_transformers(vision):
     np.testing.assert_allclose(embeds, out.image_embeds.numpy(), atol=1e-4, rtol=0)
 
 
+def test_raw_token_output_is_the_last_block_of_the_image_to_video_embedder(vision):
+    torch_model, exact, _, params, pixels = vision
+    raw = OpenCLIPVisionTower(**{**image_encoder_config("tiny"), "token_output": "raw", "round_to_fp16": False})
+    tokens, embeds = jax.jit(lambda p, x: raw.apply({"params": p}, x))(params, pixels)
+    with torch.no_grad():
+        out = torch_model(torch.from_numpy(pixels).permute(0, 3, 1, 2))
+    assert tokens.shape == (2, 5, 64) and tokens.dtype == jnp.float32
+    np.testing.assert_allclose(tokens, out.last_hidden_state.numpy(), atol=1e-4, rtol=0)  # CLS without ln_post
+    np.testing.assert_allclose(embeds, out.image_embeds.numpy(), atol=1e-4, rtol=0)
+    style_tokens, _ = exact.apply({"params": params}, pixels)
+    assert np.abs(np.asarray(style_tokens[:, 0]) - np.asarray(tokens[:, 0])).max() > 1e-2
+
+
 def test_vision_tokens_are_rounded_to_float16_and_embeddings_are_not(vision):
     _, exact, rounded, params, pixels = vision
     tokens, embeds = jax.jit(lambda p, x: exact.apply({"params": p}, x))(params, pixels)

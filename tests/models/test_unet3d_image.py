@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stylecrafter_jax.checkpoints.key_maps import flat_shapes
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.build import build_unet
 from stylecrafter_jax.models.unet_layers import TemporalConvBlock
@@ -173,3 +174,24 @@ def test_branches_the_unet_lacks_are_refused(tiny_model, tiny_params, inputs):
     for name, value in (("image_context", inputs["image"]), ("concat", inputs["concat"]), ("fps", jnp.array([8, 8]))):
         with pytest.raises(ShapeError, match=f"{name}: this U-Net"):
             unet.apply(*args, **{name: value})
+
+
+def test_style_and_image_branches_compose_in_one_unet(tiny_model, inputs):
+    model = tiny_model.copy_and_resolve_references()
+    model.unet.update(image_cross_attention=True, image_tokens_per_frame=TOKENS)
+    style_unet, both_unet = build_unet(tiny_model), build_unet(model)
+    x, t = inputs["x"], inputs["t"]
+    context = jnp.concatenate([inputs["context"], jax.random.normal(jax.random.key(5), (B, 4, 64))], axis=1)
+    shapes = lambda unet: jax.eval_shape(unet.init, jax.random.key(0), x, t, context)["params"]  # noqa: E731
+    style_paths, both = set(flat_shapes(shapes(style_unet))), nn.unbox(shapes(both_unet))
+    added = set(flat_shapes(both)) - style_paths
+    assert len(added) == 2 * style_unet.num_cross_attention_layers
+    assert all(p.endswith(("attn2/to_k_ip/kernel", "attn2/to_v_ip/kernel")) for p in added)
+    params = randomize(both)
+    apply = jax.jit(lambda p, c, **kw: both_unet.apply({"params": p}, x, t, c, **kw))
+    style_only = apply(params, context)
+    image = inputs["image"][:, :TOKENS]
+    assert _differs(apply(params, context, image_context=image, image_weight=jnp.ones((B,))), style_only)
+    np.testing.assert_allclose(apply(params, context, image_context=image, image_weight=jnp.zeros((B,))), style_only,
+                               atol=1e-5, rtol=1e-5)
+
