@@ -23,6 +23,7 @@ def image_to_video_config(variant: str, size: str) -> ml_collections.ConfigDict:
         model.unet = ml_collections.ConfigDict(variants.unet_fields(variant, size))
         model.projector = ml_collections.ConfigDict(variants.projector_fields(variant, size))
         model.image_encoder.update(variants.IMAGE_ENCODER_OVERRIDES)
+        model.diffusion.update(variants.diffusion_fields(variant))
         model.update(frames=frames, latent_height=height, latent_width=width)
         factor = 2 ** (len(model.vae.ch_mult) - 1)
         config.sampling.update(height=height * factor, width=width * factor, frames=frames)

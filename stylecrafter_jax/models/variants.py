@@ -47,6 +47,13 @@ _SMALL_PROJECTOR = {
 _LATENT = {"videocrafter_i2v": (16, 40, 64), "dynamicrafter_256": (16, 32, 32), "dynamicrafter_512": (16, 40, 64),
            "dynamicrafter_1024": (16, 72, 128), "dynamicrafter_512_interp": (16, 40, 64)}
 _SMALL_LATENT = {"medium": (8, 16, 16), "tiny": (4, 8, 8)}
+_DIFFUSION = {
+    "videocrafter_i2v": dict(prediction="eps", zero_terminal_snr=False, rescale="use_scale", rescale_base=0.7),
+    "dynamicrafter_256": dict(prediction="eps", zero_terminal_snr=False, rescale="none"),
+    "dynamicrafter_512": dict(prediction="v", zero_terminal_snr=True, rescale="dynamic", rescale_base=0.7),
+    "dynamicrafter_1024": dict(prediction="v", zero_terminal_snr=True, rescale="dynamic", rescale_base=0.3),
+    "dynamicrafter_512_interp": dict(prediction="v", zero_terminal_snr=True, rescale="dynamic", rescale_base=0.7),
+}
 IMAGE_ENCODER_OVERRIDES = dict(token_output="raw", round_to_fp16=False)
 """`FrozenOpenCLIPImageEmbedderV2`: all 257 last-block tokens, float32 (no ln_post, projection or fp16)."""
 
@@ -86,3 +93,9 @@ def projector_fields(variant: str, size: str) -> dict[str, Any]:
     if is_dynamicrafter(variant):
         fields["video_length"] = latent_shape(variant, size)[0]
     return fields
+
+
+def diffusion_fields(variant: str) -> dict[str, Any]:
+    """The `model.diffusion` settings of the variant: prediction, zero-terminal SNR and latent rescale."""
+    _check(variant, "full")
+    return dict(_DIFFUSION[variant])
