@@ -1,13 +1,15 @@
 """Ahead-of-time compiles of the real train step or sampler for a TPU topology, on any host (needs libtpu).
 
 python -m benchmarks.aot --config=configs/stage1.py --topology=v5p-8 [--batch N] [--mesh D,F,T]
-    [--remat P] [--attention A] [--dtype D] [--kind images|videos] [--json]
+    [--remat P] [--attention A] [--dtype D] [--kind images|videos|sampler] [--json]
 The state is born sharded over the topology's devices from abstract arrays only; a training config
 compiles `train.step` on each batch kind it trains on (stage 2: the videos and the packed image batch),
 configs/inference.py compiles the guided DDIM loop (every step, all guidance branches) at --batch samples.
 One row per compile: seconds, per-chip bytes against the chip's HBM, XLA FLOPs, the bound at the chip's
 bf16 peak, the compiler's own step-time estimate and the MFU it implies (an estimate, not a measurement),
-and the collectives in the compiled HLO. Exit status 1 when a row does not fit, 2 on bad input.
+and the collectives in the compiled HLO. The sampler's FLOPs and estimate are per denoising step (XLA's
+cost analysis counts the scanned step once); "est. s / sample" is the estimate x steps / batch.
+Exit status 1 when a row does not fit, 2 on bad input.
 Topologies: v5p-N (N TensorCores, 2 per chip), v6e-N and v5litepod-N (N chips), or libtpu's own
 `v5p:2x2x1`-style names.
 """
@@ -105,6 +107,7 @@ def topology_devices(name: str) -> tuple[list[Any], Chip]:
                           "v5p:2x2x1")
     sides = [int(s) for s in layout.split(":")[1].split("x")]
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5p-8")  # libtpu then skips probing the host for a TPU
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no TPU is opened, so no lock on one is needed
     from jax.experimental import topologies
 
@@ -184,8 +187,8 @@ def compile_train(config: ml_collections.ConfigDict, kind: str, batch: int, mesh
     return compiled, time.perf_counter() - start
 
 
-def compile_sampler(config: ml_collections.ConfigDict, batch: int, mesh: Mesh) -> tuple[Any, float]:
-    """(compiled, seconds) of the guided DDIM loop the sampling pipeline runs, for `batch` samples."""
+def compile_sampler(config: ml_collections.ConfigDict, batch: int, mesh: Mesh) -> tuple[Any, float, int]:
+    """(compiled, seconds, denoising steps) of the guided DDIM loop the sampling pipeline runs, for `batch` samples."""
     model, sampling = config.model, config.sampling
     check_global_batch_size(batch, mesh)
     unet, adapter = build_unet(model), build_adapter(model)
@@ -211,7 +214,7 @@ def compile_sampler(config: ml_collections.ConfigDict, batch: int, mesh: Mesh) -
     start = time.perf_counter()
     with activation_rules(mesh, config.mesh.rules):
         compiled = jax.jit(lambda c, k: sampler.sample(c, k, latent)).lower(cond, keys).compile()
-    return compiled, time.perf_counter() - start
+    return compiled, time.perf_counter() - start, sampler.num_steps
 
 
 def row(compiled: Any, seconds: float, chip: Chip, chips: int) -> dict[str, Any]:
@@ -241,7 +244,8 @@ def header() -> str:
     """The table header (Markdown)."""
     names = ["config", "kind", "topology", "chips", "batch", "mesh (d,f,t)", "dtype", "attention", "remat",
              "compile s", "args GiB", "outputs GiB", "temps GiB", "total GiB / HBM", "fits", "TFLOP/step",
-             "bound s (peak)", "XLA est. s", "est. MFU", "all-gather", "reduce-scatter", "all-reduce"]
+             "bound s (peak)", "XLA est. s", "est. MFU", "est. s / sample", "all-gather", "reduce-scatter",
+             "all-reduce"]
     return "| " + " | ".join(names) + " |\n|" + "---|" * len(names)
 
 
@@ -251,7 +255,8 @@ def markdown(r: dict[str, Any]) -> str:
              r["remat"], f"{r['compile_s']:.0f}", f"{r['arguments_gib']:.2f}", f"{r['outputs_gib']:.2f}",
              f"{r['temporaries_gib']:.2f}", f"{r['total_gib']:.1f} / {r['hbm_gib']:.0f}",
              "yes" if r["fits"] else "no", f"{r['tflop_per_step']:.1f}", f"{r['bound_s']:.3f}",
-             f"{r['estimate_s']:.3f}", f"{100 * r['estimated_mfu']:.0f}%", r["all-gather"], r["reduce-scatter"],
+             f"{r['estimate_s']:.3f}", f"{100 * r['estimated_mfu']:.0f}%", f"{r['estimate_per_sample_s']:.3f}",
+             r["all-gather"], r["reduce-scatter"],
              r["all-reduce"]]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -273,14 +278,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for kind in kinds:
         batch = args.batch or (1 if kind == "sampler" else config.data[kind].batch_size)
-        if kind == "sampler":
-            compiled, seconds = compile_sampler(config, batch, mesh)
+        if kind == "sampler":  # XLA's cost analysis counts the scanned step once: FLOPs and estimate per step
+            compiled, seconds, steps = compile_sampler(config, batch, mesh)
         else:
-            compiled, seconds = compile_train(config, kind, batch, mesh)
+            (compiled, seconds), steps = compile_train(config, kind, batch, mesh), 1
         rows.append({"config": args.config, "kind": kind, "topology": args.topology, "chips": mesh.size,
                      "batch": batch, "mesh": ",".join(str(s) for s in mesh.shape.values()),
                      "dtype": config.model.dtype, "attention": config.model.attention,
                      "remat": config.model.remat_policy, **row(compiled, seconds, chip, mesh.size)})
+        rows[-1]["estimate_per_sample_s"] = rows[-1]["estimate_s"] * steps / batch
         print(json.dumps(rows[-1]) if args.json else (header() + "\n" if len(rows) == 1 else "") + markdown(rows[-1]),
               flush=True)
     return rows
