@@ -16,6 +16,7 @@ import ml_collections
 from stylecrafter_jax.data.captions import FIXED_RULES
 from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.paths import DEFAULT_LOCAL_CACHE
 
 KIND_OF_STAGE = {"stage1": "images", "stage2": "mixed", "full": "videos"}
 
@@ -69,6 +70,7 @@ def data_config(stage: str = "stage1", size: str = "full", source: str = "tfds")
     data.worker_buffer_size = 2
     data.read_threads = 8
     data.prefetch = 16
+    data.local_cache = DEFAULT_LOCAL_CACHE  # datasets in a bucket are copied here first (ArrayRecord reads local files)
     data.images = _images(stage, tiny, source)
     data.videos = _videos(tiny, source)
     data.captions = ml_collections.ConfigDict(dict(rules=FIXED_RULES, tidy=True))  # see data/captions.py

@@ -32,9 +32,11 @@ def build_dataset(kind: str, source: str, out: str, captions: str | None = None,
     """
     if kind not in BUILDERS:
         raise DataError(f"kind={kind!r}; expected one of {sorted(BUILDERS)}")
-    builder = prepare(BUILDERS[kind], out, overwrite, source=source, captions=captions, options=options)
-    (epath.Path(builder.data_dir) / REPORT_FILE).write_text(builder.report.to_json())
-    return builder.report
+    def write_report(builder: MediaBuilder) -> None:
+        (epath.Path(builder.data_dir) / REPORT_FILE).write_text(builder.report.to_json())
+
+    return prepare(BUILDERS[kind], out, overwrite, finish=write_report, source=source, captions=captions,
+                   options=options).report
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.data.report import BuildReport, SkippedItem
 from stylecrafter_jax.data.sources import SourceItem, list_items
 from stylecrafter_jax.errors import DataError
+from stylecrafter_jax.paths import local_staging
 
 # What an example function returns: (record, below_minimum_size).
 Example = tuple[dict[str, Any], bool]
@@ -98,16 +99,23 @@ class MediaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             raise DataError(f"source folder {self._source} has no usable {self.KIND}:\n{self.report.summary()}")
 
 
-def prepare(builder_class: type[tfds.core.GeneratorBasedBuilder], out: str, overwrite: bool, **kwargs: Any
+def prepare(builder_class: type[tfds.core.GeneratorBasedBuilder], out: str, overwrite: bool, *,
+            finish: Callable[[tfds.core.GeneratorBasedBuilder], None] | None = None, **kwargs: Any
             ) -> tfds.core.GeneratorBasedBuilder:
-    """Builds `builder_class(data_dir=out, **kwargs)` as ArrayRecord; an existing version is an error unless
-    `overwrite`, which deletes it first."""
+    """Builds `builder_class(data_dir=out, **kwargs)` as ArrayRecord, then calls `finish(builder)` (to add files
+    beside the dataset); an existing version is an error unless `overwrite`, which deletes it first.
+
+    A bucket `out` (gs://...) is built in a local folder and uploaded when complete (ArrayRecord writes local
+    files only); `builder.data_dir` then names the local copy, gone after the return.
+    """
     target = epath.Path(out) / builder_class.name / str(builder_class.VERSION)
     if target.exists():  # checked before the builder exists: tfds would load the old dataset's info
         if not overwrite:
             raise DataError(f"{target} already exists; pass overwrite=True (--overwrite) to rebuild it")
         target.rmtree()
-    builder = builder_class(data_dir=out, **kwargs)
-    with tempfile.TemporaryDirectory() as downloads:  # tfds wants one; nothing is downloaded
-        builder.download_and_prepare(file_format="array_record", download_dir=downloads)
+    with local_staging(out) as local_out, tempfile.TemporaryDirectory() as downloads:
+        builder = builder_class(data_dir=local_out, **kwargs)
+        builder.download_and_prepare(file_format="array_record", download_dir=downloads)  # nothing downloaded
+        if finish is not None:
+            finish(builder)
     return builder

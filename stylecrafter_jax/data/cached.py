@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 
 from stylecrafter_jax.data.builder_base import prepare
 from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions
-from stylecrafter_jax.data.readers import open_source
+from stylecrafter_jax.data.readers import local_cache, open_source
 from stylecrafter_jax.data.transforms import ImageTransform, VideoTransform
 from stylecrafter_jax.errors import DataError, ShapeError
 
@@ -89,7 +89,7 @@ def build_cached_dataset(data: ml_collections.ConfigDict, kind: str, encoders: M
     if kind not in ("images", "videos"):
         raise DataError(f"kind={kind!r}; expected 'images' or 'videos'")
     transform = ImageTransform.from_config(data) if kind == "images" else VideoTransform.from_config(data)
-    source = open_source(kind, data[kind], data.seed)
+    source = open_source(kind, data[kind], data.seed, local_cache(data))
     iterator = DataIterator(source, transform, global_batch=batch_size, seed=data.seed, shuffle=False,
                             process_index=0, process_count=1, loader=LoaderOptions.from_config(data))
     first = next(iterator)

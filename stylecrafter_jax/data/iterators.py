@@ -10,7 +10,7 @@ import numpy as np
 from stylecrafter_jax.data.cached import cached_transform
 from stylecrafter_jax.data.mixing import MixedIterator
 from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions, resolve_processes
-from stylecrafter_jax.data.readers import open_source, open_tfds
+from stylecrafter_jax.data.readers import local_cache, open_source, open_tfds
 from stylecrafter_jax.data.tokens import CaptionTokens
 from stylecrafter_jax.data.toy_styles import ToyStyleIterator
 from stylecrafter_jax.data.transforms import ImageTransform, VideoTransform
@@ -22,11 +22,12 @@ KINDS = ("images", "videos", "mixed", "cached", "toy")
 def _iterator(data: ml_collections.ConfigDict, kind: str, process_index: int | None, process_count: int | None,
               tokens: CaptionTokens | None) -> DataIterator:
     if kind == "cached":  # the text context is stored: no tokens needed
-        source, transform, batch = open_tfds(data.cached.data_dir, data.cached.name), cached_transform, data.cached.batch_size
+        source = open_tfds(data.cached.data_dir, data.cached.name, local_cache=local_cache(data))
+        transform, batch = cached_transform, data.cached.batch_size
         tokens = None
     else:
         transform = ImageTransform.from_config(data) if kind == "images" else VideoTransform.from_config(data)
-        source, batch = open_source(kind, data[kind], data.seed), data[kind].batch_size
+        source, batch = open_source(kind, data[kind], data.seed, local_cache(data)), data[kind].batch_size
     return DataIterator(source, transform, global_batch=batch, seed=data.seed, shuffle=data.shuffle,
                         process_index=process_index, process_count=process_count,
                         loader=LoaderOptions.from_config(data), batch_map=tokens)
