@@ -70,9 +70,10 @@ def model_config(size: str) -> ml_collections.ConfigDict:
         frames=frames,
         latent_height=height,
         latent_width=width,
-        dtype="float32",
-        attention="xla",
-        remat_policy="none",
+        # The full model computes in bfloat16 (parameters and optimizer state stay float32); small ones in float32.
+        dtype="bfloat16" if size == "full" else "float32",
+        attention="auto" if size == "full" else "xla",
+        remat_policy="full" if size == "full" else "none",
     ))
 
 
