@@ -3,7 +3,8 @@
 `generate` is the loop the `sample` command and the evaluation use; `generate_eval_samples` does it for
 an official evaluation JSON. Batches hold up to `batch_size` samples with the same number of style
 references; a short batch is padded with copies of its last sample (discarded), so every batch has
-the same shape and reuses the compiled functions.
+the same shape and reuses the compiled functions. On a mesh the batch size is rounded up to a multiple
+of its batch shards (`SamplingPipeline.round_batch`), so every device samples.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def generate(pipeline: SamplingPipeline, jobs: Sequence[SampleJob], writer: Samp
     """
     if writer.mode != pipeline.sampling.mode:
         raise ConfigError(f"writer mode {writer.mode!r} differs from sampling.mode {pipeline.sampling.mode!r}")
+    batch_size = pipeline.round_batch(batch_size)
     batches = batch_jobs(jobs, batch_size)
     writer.check_free(jobs, pipeline.sampling.frames, overwrite)
     if styles is None:

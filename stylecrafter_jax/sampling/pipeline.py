@@ -8,27 +8,37 @@
 3. VAE decode of every frame of the batch as one call (skipped for a pixel-space model), clamped to
    [-1, 1] and mapped to uint8 as the official code saves it: floor((x + 1) / 2 · 255).
 Each jitted function is built once per pipeline, so calls of the same shapes reuse the compiled code.
+
+On a mesh (all the devices of every process; one device when none is given) the parameters take the
+shardings the logical-axis rules give them, as in training, and every batch is split over the batch
+axes (data x fsdp): a batch is padded with copies of its last sample to a multiple of their size
+(`round_batch`), and every process passes the same whole batch and gets the whole result.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from stylecrafter_jax.conditioning.encoders import decode_video, encode_style_images, encode_text_context
 from stylecrafter_jax.conditioning.preprocess import clip_pixels
 from stylecrafter_jax.conditioning.tokenizer import ClipTokenizer
-from stylecrafter_jax.diffusion.ddim import DDIMSampler, sample_keys
+from stylecrafter_jax.diffusion.ddim import DDIMSampler, initial_noise, sample_keys
 from stylecrafter_jax.diffusion.guidance import GuidanceInputs, make_guided_denoiser, style_multipliers
 from stylecrafter_jax.diffusion.schedule import schedule_from_config
-from stylecrafter_jax.errors import ConfigError, ShapeError
-from stylecrafter_jax.models.build import build_adapter, build_unet
+from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError, ShapeError
+from stylecrafter_jax.models.build import build_adapter, build_unet, init_params
 from stylecrafter_jax.models.clip import OpenCLIPTextTower, OpenCLIPVisionTower
 from stylecrafter_jax.models.vae import AutoencoderKL
+from stylecrafter_jax.parallel.arrays import batch_shard_count, batch_sharding
+from stylecrafter_jax.parallel.init import activation_rules
+from stylecrafter_jax.parallel.mesh import MESH_AXES
+from stylecrafter_jax.parallel.rules import DEFAULT_RULES, logical_shardings
 from stylecrafter_jax.sampling.settings import check_sampling, pixels_per_latent, required_components
 
 
@@ -52,6 +62,29 @@ def build_encoders(model: ml_collections.ConfigDict
     return text, vision, vae
 
 
+def init_components(model: ml_collections.ConfigDict, key: jax.Array) -> dict[str, Any]:
+    """Random parameters of every component sampling needs, boxed with their logical axis names."""
+    text, vision, vae = build_encoders(model)
+    unet_key, text_key, vision_key, vae_key = jax.random.split(key, 4)
+    params = dict(init_params(model, unet_key))
+    params["text_encoder"] = text.init(text_key, jnp.zeros((1, text.context_length), jnp.int32))["params"]
+    params["image_encoder"] = vision.init(vision_key, jnp.zeros((1, vision.image_size, vision.image_size, 3)))["params"]
+    if vae is not None:
+        side = 2 * pixels_per_latent(model)
+        params["vae"] = vae.init(vae_key, jnp.zeros((1, side, side, vae.in_channels)))["params"]
+    return params
+
+
+def param_shardings(model: ml_collections.ConfigDict, mesh: Mesh, rules: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """NamedShardings of the sampling params that the logical-axis `rules` give on `mesh` (as training's)."""
+    return logical_shardings(jax.eval_shape(lambda key: init_components(model, key), jax.random.key(0)), mesh, rules)
+
+
+def single_device_mesh() -> Mesh:
+    """A ("data", "fsdp", "tensor") mesh of this process's first device."""
+    return Mesh(np.asarray(jax.local_devices()[:1]).reshape(1, 1, 1), MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
 def to_uint8(video: jax.Array) -> jax.Array:
     """[-1, 1] pixels → uint8 as the official saving code: clamp, (x + 1) / 2 · 255, truncated."""
     return ((jnp.clip(video, -1.0, 1.0) + 1.0) / 2.0 * 255.0).astype(jnp.uint8)
@@ -61,21 +94,28 @@ class SamplingPipeline:
     """Generates stylized videos (sampling.mode "video") or images ("image") from prompts and style references.
 
     params: {"unet": the U-Net with its style branches, "adapter": the StyleAdapter, "text_encoder",
-    "image_encoder", and "vae" unless the model is pixel-space}, unboxed. `sampling` is the config's
-    sampling section. With `report_steps`, the attribute `on_step(k)`, when set, is called from the
-    device after DDIM step k of every batch (for progress bars); the host callback this needs keeps
-    XLA's persistent compilation cache from storing the sampler, so it is off by default.
+    "image_encoder", and "vae" unless the model is pixel-space}, unboxed (numpy or jax arrays; assigning
+    `params` later places them too). `sampling` is the config's sampling section; `mesh` and `rules`
+    (default: one device, the default rules) say where parameters and batches live. With
+    `report_steps`, the attribute `on_step(k)`, when set, is called from the device after DDIM step k
+    of every batch (for progress bars); the host callback this needs keeps XLA's persistent compilation
+    cache from storing the sampler, so it is off by default.
     """
 
     def __init__(self, model: ml_collections.ConfigDict, sampling: ml_collections.ConfigDict,
-                 params: dict[str, Any], tokenizer: ClipTokenizer, *, report_steps: bool = False):
+                 params: dict[str, Any], tokenizer: ClipTokenizer, *, report_steps: bool = False,
+                 mesh: Mesh | None = None, rules: Iterable[Sequence[Any]] = DEFAULT_RULES):
         check_sampling(sampling, model)
         names = required_components(model)
         missing = [name for name in names if name not in params]
         if missing:
             raise ConfigError(f"sampling params: missing components {missing}, expected {list(names)}")
         self.model, self.sampling = model, sampling
-        self.params = jax.device_put({name: params[name] for name in names})
+        self.mesh, self.rules = mesh or single_device_mesh(), rules
+        self._shardings = {jax.tree_util.keystr(path): sharding for path, sharding in
+                           jax.tree_util.tree_leaves_with_path(param_shardings(model, self.mesh, rules))}
+        self._rows = batch_sharding(self.mesh)
+        self.params = {name: params[name] for name in names}
         self.tokenizer = tokenizer
         self.unet = build_unet(model)
         self.adapter = build_adapter(model)
@@ -88,9 +128,35 @@ class SamplingPipeline:
         self.sampler = DDIMSampler(denoise, schedule_from_config(model), num_steps=sampling.steps, eta=sampling.eta,
                                    clip_x0=sampling.clip_x0,
                                    on_step=self._step_done if report_steps else None)
-        self._empty_tokens = jnp.asarray(tokenizer([""]))
+        self._empty_tokens = np.asarray(tokenizer([""]))
         self._condition = jax.jit(self._condition_fn)
-        self._decode = jax.jit(self._decode_fn)
+        self._start = jax.jit(self._start_fn, out_shardings=(self._rows, self._rows))
+        self._decode = jax.jit(self._decode_fn, out_shardings=NamedSharding(self.mesh, PartitionSpec()))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters, placed in their shardings on the mesh."""
+        return self._params
+
+    @params.setter
+    def params(self, params: dict[str, Any]) -> None:
+        def place(path: tuple, leaf: Any) -> jax.Array:
+            name = jax.tree_util.keystr(path)
+            sharding = self._shardings.get(name)
+            if sharding is None:
+                raise CheckpointMismatchError(f"sampling params: unexpected leaf {name} of shape {np.shape(leaf)} "
+                                              f"for the {self.model.size!r} model")
+            if isinstance(leaf, jax.Array) and leaf.is_fully_addressable == sharding.is_fully_addressable:
+                return jax.device_put(leaf, sharding)
+            host = np.asarray(leaf)  # host data, or one process's local copy: every process holds it whole
+            return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+        self._params = jax.tree_util.tree_map_with_path(place, params)
+
+    def round_batch(self, batch_size: int) -> int:
+        """`batch_size` rounded up to a multiple of the mesh's batch shards (data x fsdp)."""
+        shards = batch_shard_count(self.mesh)
+        return -(-batch_size // shards) * shards
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -112,11 +178,26 @@ class SamplingPipeline:
                   style_scales: jax.Array) -> jax.Array:
         return self.unet.apply({"params": params}, x, t, context, style_scales)
 
+    def _rows_of(self, array: np.ndarray | jax.Array, pad: int) -> jax.Array:
+        """A whole host batch, padded with `pad` copies of its last row, split over the batch axes."""
+        host = np.asarray(array)
+        host = np.concatenate([host, np.repeat(host[-1:], pad, axis=0)]) if pad else host
+        return jax.make_array_from_callback(host.shape, self._rows, lambda index: host[index])
+
+    def _replicated(self, value: np.ndarray) -> jax.Array:
+        return jax.make_array_from_callback(value.shape, NamedSharding(self.mesh, PartitionSpec()),
+                                            lambda index: value[index])
+
+    def _start_fn(self, seed: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Per-sample keys fold_in(seed, index) and x_T from them, split over the batch axes."""
+        keys = sample_keys(jax.random.key(seed), indices)
+        return keys, initial_noise(keys, self.latent_shape)
+
     def _condition_fn(self, params: dict, tokens: jax.Array, style_images: jax.Array,
                       style_weight: jax.Array) -> GuidanceInputs:
         """GuidanceInputs of a batch, U-Net params left out: tokens (B, 77), style images (B, n_ref, S, S, 3)."""
         text = encode_text_context(self.text_tower, params["text_encoder"], tokens)
-        empty = encode_text_context(self.text_tower, params["text_encoder"], self._empty_tokens)
+        empty = encode_text_context(self.text_tower, params["text_encoder"], jnp.asarray(self._empty_tokens))
         pixels = clip_pixels(style_images, self.vision_tower.image_size)
         image_tokens, _ = encode_style_images(self.vision_tower, params["image_encoder"], pixels)
         style, scales = self.adapter.apply({"params": params["adapter"]}, image_tokens, text)
@@ -130,27 +211,53 @@ class SamplingPipeline:
 
     def condition(self, prompts: Sequence[str], style_images: np.ndarray | jax.Array) -> GuidanceInputs:
         """Text and style conditioning of a batch: one prompt and (n_ref, S, S, 3) style images per sample."""
-        style_images = jnp.asarray(style_images, jnp.float32)
+        inputs, count = self._conditioned(prompts, style_images)
+        return inputs._replace(text=inputs.text[:count], style=inputs.style[:count],
+                               multipliers=inputs.multipliers[:count])
+
+    def _conditioned(self, prompts: Sequence[str], style_images: np.ndarray | jax.Array
+                     ) -> tuple[GuidanceInputs, int]:
+        """(GuidanceInputs of the batch padded to `round_batch`, the number of real samples)."""
+        style_images = np.asarray(style_images, np.float32)
         if style_images.ndim != 5 or style_images.shape[0] != len(prompts) or style_images.shape[-1] != 3:
             raise ShapeError(f"style_images: got shape {style_images.shape}, expected ({len(prompts)}, n_ref, "
                              "size, size, 3) in [-1, 1], one set of references per prompt")
-        tokens = jnp.asarray(self.tokenizer(list(prompts)))
-        inputs = self._condition(self.params, tokens, style_images, jnp.float32(self.sampling.style_weight))
-        return inputs._replace(params=self.params["unet"])
+        pad = self.round_batch(len(prompts)) - len(prompts)
+        tokens = self._rows_of(self.tokenizer(list(prompts)), pad)
+        weight = self._replicated(np.asarray(self.sampling.style_weight, np.float32))
+        with activation_rules(self.mesh, self.rules):
+            inputs = self._condition(self.params, tokens, self._rows_of(style_images, pad), weight)
+        return inputs._replace(params=self.params["unet"]), len(prompts)
+
+    def _padded_latents(self, prompts: Sequence[str], style_images: np.ndarray | jax.Array,
+                        indices: Sequence[int], seed: int) -> tuple[jax.Array, int]:
+        """(latents of the batch padded to `round_batch`, the number of real samples)."""
+        if len(indices) != len(prompts):
+            raise ShapeError(f"indices: got {len(indices)} for {len(prompts)} prompts, expected one per prompt")
+        cond, count = self._conditioned(prompts, style_images)
+        pad = self.round_batch(count) - count
+        rows = self._rows_of(np.asarray(indices, np.uint32), pad)
+        with activation_rules(self.mesh, self.rules):
+            keys, x_T = self._start(self._replicated(np.asarray(seed, np.uint32)), rows)
+            return self.sampler.sample_from(cond, x_T, keys), count
 
     def latents(self, prompts: Sequence[str], style_images: np.ndarray | jax.Array, indices: Sequence[int],
                 seed: int) -> jax.Array:
         """Denoised latents (B, t, h / f, w / f, c); sample i draws its noise from fold_in(seed, indices[i])."""
-        if len(indices) != len(prompts):
-            raise ShapeError(f"indices: got {len(indices)} for {len(prompts)} prompts, expected one per prompt")
-        cond = self.condition(prompts, style_images)
-        return self.sampler.sample(cond, sample_keys(seed, list(indices)), self.latent_shape)
+        latents, count = self._padded_latents(prompts, style_images, indices, seed)
+        return latents[:count]
 
-    def decode(self, latents: jax.Array) -> np.ndarray:
+    def _pixels(self, latents: jax.Array) -> np.ndarray:
+        with activation_rules(self.mesh, self.rules):
+            return np.asarray(self._decode(self.params, latents))
+
+    def decode(self, latents: np.ndarray | jax.Array) -> np.ndarray:
         """uint8 pixels (B, t, h, w, 3) of latents, every frame of the batch in one VAE call."""
-        return np.asarray(self._decode(self.params, latents))
+        count = len(latents)
+        return self._pixels(self._rows_of(latents, self.round_batch(count) - count))[:count]
 
     def __call__(self, prompts: Sequence[str], style_images: np.ndarray | jax.Array, indices: Sequence[int],
                  seed: int) -> np.ndarray:
         """uint8 videos (B, frames, height, width, 3); images have frames = 1."""
-        return self.decode(self.latents(prompts, style_images, indices, seed))
+        latents, count = self._padded_latents(prompts, style_images, indices, seed)
+        return self._pixels(latents)[:count]

@@ -12,36 +12,21 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from stylecrafter_jax.checkpoints.components import components_to_trained_tree, trained_tree_to_components
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError
-from stylecrafter_jax.models.build import init_params
-from stylecrafter_jax.sampling.pipeline import build_encoders
-from stylecrafter_jax.sampling.settings import pixels_per_latent, required_components
+from stylecrafter_jax.sampling.pipeline import init_components
+from stylecrafter_jax.sampling.settings import required_components
 
 EXPORT_SUBDIR = "export"
 
 
-def _init_all(model: ml_collections.ConfigDict, key: jax.Array) -> dict[str, Any]:
-    """Unboxed random parameters of every component sampling needs."""
-    text, vision, vae = build_encoders(model)
-    unet_key, text_key, vision_key, vae_key = jax.random.split(key, 4)
-    params = dict(init_params(model, unet_key))
-    params["text_encoder"] = text.init(text_key, jnp.zeros((1, text.context_length), jnp.int32))["params"]
-    params["image_encoder"] = vision.init(vision_key, jnp.zeros((1, vision.image_size, vision.image_size, 3)))["params"]
-    if vae is not None:
-        side = 2 * pixels_per_latent(model)
-        params["vae"] = vae.init(vae_key, jnp.zeros((1, side, side, vae.in_channels)))["params"]
-    return nn.unbox(params)
-
-
 def abstract_params(model: ml_collections.ConfigDict) -> dict[str, Any]:
     """ShapeDtypeStructs of the sampling params (nothing materialised)."""
-    return jax.eval_shape(lambda key: _init_all(model, key), jax.random.key(0))
+    return jax.eval_shape(lambda key: nn.unbox(init_components(model, key)), jax.random.key(0))
 
 
 def random_params(model: ml_collections.ConfigDict, seed: int) -> dict[str, Any]:

@@ -1,14 +1,19 @@
-"""Tests of the sampling pipeline on the tiny model: conditioning, per-sample noise, style, decode, image mode."""
+"""Tests of the sampling pipeline on the tiny model: conditioning, per-sample noise, style, decode, image mode,
+sharding over a mesh of 8 devices."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from configs.parallel import mesh_config
 from stylecrafter_jax.conditioning.encoders import decode_video
 from stylecrafter_jax.conditioning.preprocess import clip_pixels
 from stylecrafter_jax.errors import ConfigError, ShapeError
-from stylecrafter_jax.sampling.pipeline import SamplingPipeline, to_uint8
+from stylecrafter_jax.parallel.mesh import create_mesh
+from stylecrafter_jax.parallel.rules import DEFAULT_RULES
+from stylecrafter_jax.sampling.pipeline import SamplingPipeline, param_shardings, to_uint8
 from stylecrafter_jax.sampling.settings import switch_mode
 
 PROMPTS = ["a red circle", "two blue squares"]
@@ -121,3 +126,29 @@ def test_bad_style_batch_shape(video_pipeline, style_sets):
         video_pipeline.condition(PROMPTS, style_sets[:2, 0])
     with pytest.raises(ShapeError, match="indices"):
         video_pipeline.latents(PROMPTS, style_sets[:2], [0], seed=0)
+
+
+def test_on_a_mesh_parameters_and_batches_are_sharded_and_sample_as_on_one_device(
+        tiny_video_config, tiny_random_params, tokenizer, video_pipeline, style_sets):
+    config = tiny_video_config
+    mesh = create_mesh(mesh_config(2, 4, 1))
+    pipe = SamplingPipeline(config.model, config.sampling, tiny_random_params, tokenizer, mesh=mesh)
+    rows = NamedSharding(mesh, P(("data", "fsdp")))
+    # Parameters in the shardings the logical rules give (as in training): the large kernels split over fsdp.
+    expected = param_shardings(config.model, mesh, DEFAULT_RULES)
+    placed = jax.tree.leaves(jax.tree.map(lambda a, s: a.sharding == s, pipe.params, expected))
+    assert len(placed) > 100 and all(placed)
+    assert "fsdp" in pipe.params["unet"]["output_blocks_0"]["0"]["in_layers_2"]["kernel"].sharding.spec
+    # Three samples are padded to the 8 batch shards; every batch array is split over data x fsdp.
+    assert pipe.round_batch(3) == 8 and pipe.round_batch(9) == 16
+    cond, count = pipe._conditioned(PROMPTS + ["a green line"], style_sets[:3])
+    assert count == 3 and cond.text.shape[0] == 8
+    latents, _ = pipe._padded_latents(PROMPTS + ["a green line"], style_sets[:3], [0, 1, 2], seed=7)
+    assert latents.shape == (8,) + pipe.latent_shape
+    assert latents.sharding.is_equivalent_to(rows, latents.ndim)
+    assert {d.id for d in latents.sharding.device_set} == set(range(8))
+    pixels = pipe._decode(pipe.params, latents)
+    assert pixels.sharding.is_fully_replicated
+    # The noise is fold_in(seed, index): one device draws the same samples, up to the order of float sums.
+    single = video_pipeline.latents(PROMPTS + ["a green line"], style_sets[:3], [0, 1, 2], seed=7)
+    np.testing.assert_allclose(np.asarray(latents)[:3], single, rtol=0, atol=1e-4)
