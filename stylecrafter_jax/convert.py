@@ -4,7 +4,9 @@
       [--temporal temporal_v1_1.pth] [--open-clip open_clip_pytorch_model.bin] --out DIR
       [--config full|medium|tiny|CONFIG.py[:ARG]] [--only unet,adapter] [--ignore-key PREFIX ...]
       [--unsafe-pickle] [--overwrite] [--no-hash]
-  python -m stylecrafter_jax.convert export --checkpoint DIR --component adapter|temporal|unet
+  python -m stylecrafter_jax.convert import --config=configs/dynamicrafter.py:512 --dynamicrafter model.ckpt
+      --out DIR   (or --config=configs/videocrafter_i2v.py --videocrafter-i2v model.ckpt; same options)
+  python -m stylecrafter_jax.convert export --checkpoint DIR --component adapter|temporal|unet|projector
       --out FILE.pth|FILE.safetensors [--dtype float32|float16|bfloat16]
 
 `--config` is a model size of `configs/models.py` or a config file whose `get_config(ARG)` returns a
@@ -25,6 +27,7 @@ import ml_collections
 from stylecrafter_jax.checkpoints import conversion
 from stylecrafter_jax.checkpoints.torch_files import EXPORT_DTYPES
 from stylecrafter_jax.errors import ConfigError, StyleCrafterError
+from stylecrafter_jax.paths import absolute
 
 
 def load_configs(spec: str) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict | None]:
@@ -59,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--adapter", help="StyleCrafter adapter_v1.pth (adapter)")
     imp.add_argument("--temporal", help="StyleCrafter temporal_v1_1.pth (replaces the U-Net's temporal layers)")
     imp.add_argument("--open-clip", help="open_clip_pytorch_model.bin of ViT-H-14 (image_encoder)")
+    imp.add_argument("--videocrafter-i2v", help="VideoCrafter1 I2V model.ckpt (every component of that model)")
+    imp.add_argument("--dynamicrafter", help="DynamiCrafter model.ckpt of the config's variant (every component)")
     imp.add_argument("--out", required=True, help="directory to write")
     imp.add_argument("--config", default="full", help="model size or CONFIG.py[:ARG] (default: full)")
     imp.add_argument("--only", help=f"comma-separated subset of {','.join(conversion.COMPONENTS)}")
@@ -82,17 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "import":
             model, encoders = load_configs(args.config)
-            files = conversion.OfficialFiles(args.videocrafter, args.adapter, args.temporal, args.open_clip)
+            files = conversion.OfficialFiles(videocrafter=args.videocrafter, adapter=args.adapter,
+                                             temporal=args.temporal, open_clip=args.open_clip,
+                                             videocrafter_i2v=args.videocrafter_i2v, dynamicrafter=args.dynamicrafter)
             names = tuple(name.strip() for name in args.only.split(",") if name.strip()) if args.only else None
             manifest = conversion.convert_official(files, args.out, model, encoders, names, ignore=args.ignore_key,
                                                    unsafe_pickle=args.unsafe_pickle, overwrite=args.overwrite,
                                                    hash_files=not args.no_hash)
             for name, counts in manifest["components"].items():
                 print(f"{name}: {counts['num_params']:,} parameters in {counts['num_leaves']} arrays")
-            print(f"wrote {os.path.abspath(args.out)}")
+            print(f"wrote {absolute(args.out)}")
         else:
             count = conversion.export_component(args.checkpoint, args.component, args.out, dtype=args.dtype)
-            print(f"wrote {count} tensors of {args.component} to {os.path.abspath(args.out)}")
+            print(f"wrote {count} tensors of {args.component} to {absolute(args.out)}")
     except (StyleCrafterError, FileExistsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from stylecrafter_jax.checkpoints.official_import import UNET_PREFIX, temporal_m
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.checkpoints.synthetic import write_official_files
 from stylecrafter_jax.convert import main
+from stylecrafter_jax.diffusion.schedule import make_schedule
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +55,15 @@ def test_import_writes_every_component_exactly_and_a_complete_manifest(tiny_file
         assert record["path"] == path and record["sha256"] == _sha256(path)
         assert record["size"] == len(open(path, "rb").read())
     assert manifest["component_sources"]["unet"] == ["videocrafter", "temporal"]
-    assert set(manifest["components"]) == {"unet", "adapter", "vae", "text_encoder", "image_encoder"}
+    assert set(manifest["components"]) == {"unet", "adapter", "vae", "text_encoder", "image_encoder", "schedule"}
     abstract = abstract_components(model_config("tiny"), encoder_configs("tiny"))
     loaded = load_pretrained(converted, list(abstract), abstract)
     for name, params in expected.items():
         assert manifest["components"][name]["num_params"] == sum(leaf.size for leaf in jax.tree.leaves(params))
         assert jax.tree.all(jax.tree.map(np.array_equal, loaded[name], params)), name
+    schedule = load_pretrained(converted, ["schedule"])["schedule"]  # the file's buffers, as stored
+    assert set(schedule) == set(make_schedule()._fields)
+    assert all(np.array_equal(schedule[k], v) for k, v in make_schedule()._asdict().items())
 
 
 def test_export_gives_back_the_official_files(tiny_files, converted, tmp_path):

@@ -9,10 +9,15 @@
 - Adapter: the flat `adapter_v1.pth` keys `image_context_model.*`, `scale_predictor.*` and
   `kv_attn_layers.<processor path with '.'→'_'>.*`, which become the adapter component
   `{'adapter': StyleAdapter params, 'processors': the U-Net's `…/attn2/processor/` leaves}`.
+- Image-to-video checkpoints (VideoCrafter1 I2V, DynamiCrafter): the projector under
+  `image_proj_model.` and the CLIP vision tower under `embedder.model.visual.`; DynamiCrafter 256
+  stores `fps_embedding` as `framestride_embed` (`FRAMESTRIDE_RENAME`), renamed as the reference's
+  loader does and renamed back on export.
 
 Ignored on import (documented): `model.diffusion_model.<…>.attn2.processor.*`, the aliases of the
-adapter's `kv_attn_layers.*` that a merged StyleCrafter state dict carries; keys outside the U-Net
-prefix are left to the other components' importers. Everything else is strict: one
+adapter's `kv_attn_layers.*` that a merged StyleCrafter state dict carries, and by name the six
+`official_keys.IMAGE_EMBEDDER_UNUSED` text leftovers of the image embedder; keys outside a
+component's prefix are left to the other components' importers. Everything else is strict: one
 CheckpointMismatchError lists all missing, unexpected and mis-shaped keys. The input state dicts
 may hold `torch_files.TensorRef`s; each tensor is converted when its leaf is built.
 """
@@ -27,11 +32,15 @@ from flax import traverse_util
 
 from stylecrafter_jax.checkpoints.key_maps import (expected_torch_shapes, export_state_dict, flat_shapes,
                                                    import_state_dict)
-from stylecrafter_jax.checkpoints.official_keys import (UNET_PREFIX, KeySpec, adapter_key, module_path_to_torch,
+from stylecrafter_jax.checkpoints.official_keys import (IMAGE_EMBEDDER_PREFIX, IMAGE_EMBEDDER_UNUSED,
+                                                        PROJECTOR_PREFIX, UNET_PREFIX, KeySpec, adapter_key,
+                                                        image_embedder_key, module_path_to_torch, projector_key,
                                                         unet_key)
 from stylecrafter_jax.checkpoints.torch_layout import check_state_dict
 
 PROCESSOR_ALIAS = ".attn2.processor."
+FRAMESTRIDE_RENAME = {UNET_PREFIX + "fps_embedding.": UNET_PREFIX + "framestride_embed."}
+"""Our prefix -> DynamiCrafter 256's prefix of the frame-stride embedding."""
 _TEMPORAL_MARKER = "/transformer_blocks_0/attn1/relative_position_k/embeddings_table"
 
 
@@ -102,3 +111,44 @@ def temporal_to_official(unet: Any) -> dict[str, dict[str, np.ndarray]]:
         prefix = owner(key)
         nested[prefixes[prefix]][key[len(prefix):]] = tensor
     return nested
+
+
+def rename_prefixes(state_dict: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """The state dict with every key starting with a `renames` key given that key's value as its prefix."""
+    def renamed(key: str) -> str:
+        old = next((prefix for prefix in renames if key.startswith(prefix)), None)
+        return key if old is None else renames[old] + key[len(old):]
+
+    return {renamed(key): value for key, value in state_dict.items()}
+
+
+def file_renames(state_dict: Mapping[str, Any]) -> dict[str, str]:
+    """The subset of `FRAMESTRIDE_RENAME` (ours -> file's) this state dict uses: the DC256 layout."""
+    return {ours: theirs for ours, theirs in FRAMESTRIDE_RENAME.items()
+            if any(key.startswith(theirs) for key in state_dict)
+            and not any(key.startswith(ours) for key in state_dict)}
+
+
+def projector_from_official(state_dict: Mapping[str, Any], projector: Any, *, source: str = "model.ckpt") -> dict:
+    """Resampler parameters shaped like the abstract tree `projector`, from the `image_proj_model.*` keys."""
+    got = {key: value for key, value in state_dict.items() if key.startswith(PROJECTOR_PREFIX)}
+    return import_state_dict(got, flat_shapes(projector), projector_key,
+                             source=f"{source} (keys under {PROJECTOR_PREFIX!r})")
+
+
+def projector_to_official(projector: Any) -> dict[str, np.ndarray]:
+    """The `image_proj_model.*` state dict of Resampler parameters."""
+    return export_state_dict(projector, projector_key)
+
+
+def image_embedder_from_official(state_dict: Mapping[str, Any], tower: Any, *, source: str = "model.ckpt") -> dict:
+    """CLIP vision-tower parameters shaped like the abstract tree `tower`, from `embedder.model.visual.*`."""
+    got = {key: value for key, value in state_dict.items()
+           if key.startswith(IMAGE_EMBEDDER_PREFIX) and key not in IMAGE_EMBEDDER_UNUSED}
+    return import_state_dict(got, flat_shapes(tower), image_embedder_key,
+                             source=f"{source} (keys under {IMAGE_EMBEDDER_PREFIX + 'visual.'!r})")
+
+
+def image_embedder_to_official(tower: Any) -> dict[str, np.ndarray]:
+    """The `embedder.model.visual.*` state dict of CLIP vision-tower parameters."""
+    return export_state_dict(tower, image_embedder_key)

@@ -4,7 +4,9 @@ model config: the converter's tests, its benchmark and dry runs without the real
 `model.ckpt` gets the U-Net, VAE and text tower under their prefixes, the DDPM schedule buffers and the
 `attn2.processor.*` aliases a merged StyleCrafter state dict has; `temporal_v1_1.pth` is nested by module
 path and holds temporal weights that differ from model.ckpt's; `open_clip_pytorch_model.bin` holds
-both towers and `logit_scale`.
+both towers and `logit_scale`. An image-to-video `model.ckpt` (VideoCrafter1 I2V, DynamiCrafter) holds
+every component, the embedder's unused text leftovers, the config's schedule buffers (and `scale_arr`)
+and, for DynamiCrafter 256, the frame-stride embedding under its official name `framestride_embed`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import numpy as np
 from flax import traverse_util
 
 from stylecrafter_jax.checkpoints import clip_import, official_import, vae_import
-from stylecrafter_jax.checkpoints.conversion import COMPONENTS, ENCODERS, OfficialFiles, abstract_components
-from stylecrafter_jax.checkpoints.official_keys import module_path_to_torch
+from stylecrafter_jax.checkpoints.conversion import (COMPONENTS, ENCODERS, SCHEDULE,
+                                                     SOURCES, OfficialFiles, abstract_components, model_sources)
+from stylecrafter_jax.checkpoints.official_keys import IMAGE_EMBEDDER_PREFIX, IMAGE_EMBEDDER_UNUSED, module_path_to_torch
 from stylecrafter_jax.checkpoints.torch_files import PICKLE_SUFFIXES, write_state_dict
-from stylecrafter_jax.diffusion.schedule import make_schedule
+from stylecrafter_jax.diffusion.schedule import make_schedule, process_from_config
 
 ROUNDING = {"float32": np.float32, "float16": np.float16}
 
@@ -81,7 +84,7 @@ def _processor_aliases(adapter: Any) -> dict[str, np.ndarray]:
 
 def write_official_files(directory: str, model: ml_collections.ConfigDict,
                          encoders: ml_collections.ConfigDict | None = None, *, seed: int = 0,
-                         names: Sequence[str] = COMPONENTS, temporal: bool = True,
+                         names: Sequence[str] | None = None, temporal: bool = True,
                          dtype: str = "float32", suffix: str = ".pth") -> tuple[OfficialFiles, dict[str, Any]]:
     """Write `model.ckpt`, `adapter_v1<suffix>`, `temporal_v1_1<suffix>`, `open_clip_pytorch_model<suffix>`
     (as far as `names` needs them) into `directory`.
@@ -89,7 +92,7 @@ def write_official_files(directory: str, model: ml_collections.ConfigDict,
     Returns the files and the components a correct import must give (the U-Net with the temporal
     file's weights).
     """
-    names = [n for n in COMPONENTS if n in names]
+    names = [n for n in COMPONENTS if n in (names or SOURCES) and n != SCHEDULE]
     abstract = abstract_components(model, encoders if set(names) & set(ENCODERS) else None, names)
     components = {name: random_params(abstract[name], seed + i, dtype) for i, name in enumerate(names)}
     temporal_unet = None
@@ -113,3 +116,35 @@ def write_official_files(directory: str, model: ml_collections.ConfigDict,
         wrapped = {"state_dict": state_dict, "epoch": 0} if source == "videocrafter" else state_dict
         write_state_dict(paths[source], wrapped, dtype=dtype)
     return OfficialFiles(**{source: paths[source] for source in state_dicts}), components
+
+
+def image_to_video_state_dict(model: ml_collections.ConfigDict, components: dict[str, Any]) -> dict[str, Any]:
+    """The official state dict of an image-to-video model's components, with the config's schedule buffers."""
+    process = process_from_config(model)
+    state_dict: dict[str, Any] = dict(process.schedule._asdict())
+    if process.scale_arr is not None:
+        state_dict["scale_arr"] = process.scale_arr
+    unet = official_import.unet_to_official(components["unet"])
+    if model.unet.get("image_scale_learnable", False):  # DynamiCrafter 256: its `framestride_embed` name
+        unet = official_import.rename_prefixes(unet, official_import.FRAMESTRIDE_RENAME)
+    leftovers = clip_import.text_params_to_open_clip(components["text_encoder"], prefix=IMAGE_EMBEDDER_PREFIX)
+    state_dict.update({**unet, **official_import.projector_to_official(components["projector"]),
+                       **official_import.image_embedder_to_official(components["image_encoder"]),
+                       **{key: leftovers[key] for key in IMAGE_EMBEDDER_UNUSED},
+                       **clip_import.text_params_to_open_clip(components["text_encoder"]),
+                       **vae_import.vae_params_to_official(components["vae"])})
+    return state_dict
+
+
+def write_image_to_video_file(directory: str, model: ml_collections.ConfigDict, *, seed: int = 0,
+                              dtype: str = "float32", suffix: str = ".ckpt") -> tuple[OfficialFiles, dict[str, Any]]:
+    """Write the image-to-video `model<suffix>` of the config's variant into `directory` (as `{"state_dict": ...}`
+    in pickles); returns the files and the components a correct import must give."""
+    abstract = abstract_components(model)
+    components = {name: random_params(abstract[name], seed + i, dtype) for i, name in enumerate(abstract)}
+    state_dict = image_to_video_state_dict(model, components)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"model{suffix}")
+    write_state_dict(path, {"state_dict": state_dict, "epoch": 0} if suffix in PICKLE_SUFFIXES else state_dict,
+                     dtype=dtype)
+    return OfficialFiles(**{model_sources(model)["unet"]: path}), components

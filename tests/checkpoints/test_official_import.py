@@ -188,22 +188,27 @@ def test_unet_import_refuses_a_tree_with_style_branches(tiny):
 
 def test_videocrafter_keys_outside_the_components_and_ddpm_buffers(tiny):
     files, _, _, _ = tiny
+    model = model_config("tiny")
     base = dict(read_state_dict(files.videocrafter))
-    assert check_videocrafter_keys(base, source="model.ckpt") == "checked"
+    kept = check_videocrafter_keys(base, model, source="model.ckpt")
+    assert set(kept) == set(make_schedule()._fields) and kept["betas"].dtype == np.float32
     with pytest.raises(CheckpointMismatchError, match="model_ema.decay"):
-        check_videocrafter_keys({**base, "model_ema.decay": np.float32(0.999)}, source="model.ckpt")
-    assert check_videocrafter_keys({**base, "model_ema.decay": np.float32(0.999)}, source="model.ckpt",
-                                   ignore=("model_ema.",)) == "checked"
+        check_videocrafter_keys({**base, "model_ema.decay": np.float32(0.999)}, model, source="model.ckpt")
+    assert check_videocrafter_keys({**base, "model_ema.decay": np.float32(0.999)}, model, source="model.ckpt",
+                                   ignore=("model_ema.",))
     no_buffers = {k: v for k, v in base.items() if k not in make_schedule()._asdict()}
-    assert check_videocrafter_keys(no_buffers, source="model.ckpt") == "absent"
+    assert check_videocrafter_keys(no_buffers, model, source="model.ckpt") == {}
     betas = np.asarray(base["betas"]).copy()
     betas[10] *= 1.01
     with pytest.raises(CheckpointMismatchError, match="betas"):
-        check_videocrafter_keys({**base, "betas": betas}, source="model.ckpt")
+        check_videocrafter_keys({**base, "betas": betas}, model, source="model.ckpt")
     half = {**base, **{k: np.asarray(v).astype(np.float16) for k, v in make_schedule()._asdict().items()}}
-    assert check_videocrafter_keys(half, source="model.ckpt") == "checked"  # half-precision rounding is accepted
+    kept = check_videocrafter_keys(half, model, source="model.ckpt")  # half-precision rounding is accepted
+    assert kept["alphas_cumprod"].dtype == np.float16
     with pytest.raises(CheckpointMismatchError, match="missing buffer 'betas'"):
-        check_videocrafter_keys({k: v for k, v in base.items() if k != "betas"}, source="model.ckpt")
+        check_videocrafter_keys({k: v for k, v in base.items() if k != "betas"}, model, source="model.ckpt")
+    with pytest.raises(CheckpointMismatchError, match="scale_arr"):  # a rescaled model's buffer, not StyleCrafter's
+        check_videocrafter_keys({**base, "scale_arr": np.ones(1400, np.float32)}, model, source="model.ckpt")
 
 
 def test_half_precision_files_import_as_float32(tiny, tmp_path):
