@@ -21,6 +21,10 @@ def base_config(size: str, stage: str, source: str = "tfds") -> ml_collections.C
     config.mesh = mesh_config()
     config.pretrained = ""  # converted checkpoint directory of the frozen base weights; "" = random init
     config.pretrained_components = ""  # comma-separated components to take from it; "" = every one it has
+    config.allow_random_base = False  # full size without `pretrained` is refused unless this is set
+    # The weights that sampling (sample/evaluate, periodic evaluation) uses: "" = the trained weights, "ema" =
+    # their EMA (train.ema_decay > 0; the export's "ema" variant).
+    config.weights_variant = ""
     config.workdir = f"runs/{stage}-{size}"
     config.seed = 0
     config.sampling = get_sampling_config("video")  # 16x320x512 at full size; the model's own size otherwise

@@ -5,7 +5,9 @@ leaf and part counts, and whatever the writer adds (source files with sizes and 
 converter version). `<directory>/<component>/part-NNN/` are orbax checkpoints (`StandardCheckpointer`)
 that together hold the component's tree, each at most `PART_BYTES` (or one leaf): orbax copies what it
 saves (twice for numpy input), so saving part by part keeps the extra host memory of a save to about
-two parts instead of twice the component. Loading checks every stored leaf against the caller's
+two parts instead of twice the component. A variant of some components (e.g. a training run's EMA
+weights) lives in `<directory>/variants/<variant>/<component>/part-NNN/`, listed in the manifest's
+`variants`; loading a variant takes those components from it and the rest from the directory. Loading checks every stored leaf against the caller's
 abstract tree first, so the weights of another model config fail with the component and leaf named
 instead of loading silently.
 """
@@ -29,6 +31,7 @@ MANIFEST = "manifest.json"
 FORMAT = "stylecrafter-jax/pretrained"
 FORMAT_VERSION = 1
 PART_BYTES = 1 << 29  # 512 MiB
+VARIANTS = "variants"
 
 
 def save_pretrained(directory: str, components: Mapping[str, Any], manifest: Mapping[str, Any], *,
@@ -86,9 +89,16 @@ def _part_name(index: int) -> str:
     return f"part-{index:03d}"
 
 
+def variant_directory(directory: str, variant: str) -> str:
+    """Where `save_component` writes the components of a variant of `directory`."""
+    return os.path.join(directory, VARIANTS, variant)
+
+
 def write_manifest(directory: str, manifest: Mapping[str, Any], components: Mapping[str, Mapping[str, int]], *,
                    overwrite: bool = False) -> dict[str, Any]:
-    """Write `manifest.json` (the format fields, `manifest`, and the `components` summary); returns it."""
+    """Write `manifest.json` (the format fields, `manifest`, and the `components` summary); returns it.
+
+    `manifest["variants"]`, when given, is {variant: {component: summary}} of the variants written."""
     ensure_writable(directory, overwrite)
     written = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "components": dict(components)}
     with open(os.path.join(directory, MANIFEST), "w") as handle:
@@ -119,7 +129,7 @@ def read_manifest(directory: str) -> dict[str, Any]:
 
 
 def load_pretrained(directory: str, names: Sequence[str], abstract: Mapping[str, Any] | None = None,
-                    shardings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    shardings: Mapping[str, Any] | None = None, variant: str = "") -> dict[str, Any]:
     """{name: parameters} of the named components of a converted directory.
 
     `abstract[name]` (a tree of ShapeDtypeStructs or arrays, boxed or not) is what the caller's model
@@ -127,15 +137,23 @@ def load_pretrained(directory: str, names: Sequence[str], abstract: Mapping[str,
     the component and lists the missing, unexpected and mis-shaped leaves; leaves are restored in its
     dtypes and, where its leaves carry one (ShapeDtypeStruct(sharding=...), jax.Array), its shardings.
     `shardings[name]` (a tree of shardings like it, or one sharding for every leaf) overrides those;
-    leaves without a sharding come back as numpy arrays on the host.
+    leaves without a sharding come back as numpy arrays on the host. `variant` (e.g. "ema") takes the
+    components that variant holds from it.
     """
-    available = read_manifest(directory)["components"]
+    manifest = read_manifest(directory)
+    available, variants = manifest["components"], manifest.get("variants", {})
+    if variant and variant not in variants:
+        raise CheckpointMismatchError(f"{directory}: no variant {variant!r}; it holds "
+                                      f"{sorted(variants) or 'none'} (an EMA variant needs train.ema_decay > 0)")
+    in_variant = variants.get(variant, {})
     checkpointer = ocp.StandardCheckpointer()
     loaded = {}
     for name in names:
         if name not in available:
             raise CheckpointMismatchError(f"{directory}: no component {name!r}; it holds {sorted(available)}")
-        paths = [os.path.join(os.path.abspath(directory), name, _part_name(i)) for i in range(available[name]["parts"])]
+        root = variant_directory(directory, variant) if name in in_variant else directory
+        parts = (in_variant.get(name) or available[name])["parts"]
+        paths = [os.path.join(os.path.abspath(root), name, _part_name(i)) for i in range(parts)]
         stored = [_stored_leaves(checkpointer.metadata(path)) for path in paths]
         target = {key: (*leaf, None) for part in stored for key, leaf in part.items()}
         if abstract is not None and name in abstract:

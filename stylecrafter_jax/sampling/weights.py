@@ -61,11 +61,13 @@ def from_components(components: dict[str, Any]) -> dict[str, Any]:
     return {**trained, **{k: v for k, v in components.items() if k not in ("unet", "adapter")}}
 
 
-def load_params(directory: str, model: ml_collections.ConfigDict, base: str | None = None) -> dict[str, Any]:
+def load_params(directory: str, model: ml_collections.ConfigDict, base: str | None = None,
+                variant: str = "") -> dict[str, Any]:
     """The sampling params of a converted checkpoint directory, checked against the model config.
 
     Components the directory does not hold (e.g. a training export of only what a stage trained) come
     from the converted directory `base` (the config's `pretrained` base weights) when one is given.
+    `variant` ("ema": a training export's EMA weights) takes the components it holds from that variant.
     """
     names = list(required_components(model))
     stored = _stored_components(directory)
@@ -76,11 +78,12 @@ def load_params(directory: str, model: ml_collections.ConfigDict, base: str | No
                                       "directory (config.pretrained) was given to take them from")
     abstract = to_components(abstract_params(model))
     components = {}
-    for source, wanted in ((directory, own), (base, rest)):
+    for source, wanted, source_variant in ((directory, own, variant), (base, rest, "")):
         if not wanted:
             continue
         try:
-            components.update(load_pretrained(source, wanted, abstract={name: abstract[name] for name in wanted}))
+            components.update(load_pretrained(source, wanted, abstract={name: abstract[name] for name in wanted},
+                                              variant=source_variant))
         except CheckpointMismatchError as e:
             raise CheckpointMismatchError(f"checkpoint {source!r} does not fit the {model.size!r} model config: "
                                           f"{e}") from e
@@ -100,15 +103,18 @@ def resolve_params(config: ml_collections.ConfigDict, checkpoint: str | None) ->
 
     Without a checkpoint: the training export (`config.workdir/export`) if it exists, else a random
     initialisation (refused for the full model, whose random samples are only noise). Components a
-    checkpoint lacks come from `config.pretrained` when that names a directory.
+    checkpoint lacks come from `config.pretrained` when that names a directory. `config.weights_variant`
+    ("ema") selects that variant of the checkpoint.
     """
     base = config.get("pretrained") or None
+    variant = config.get("weights_variant") or ""
     found = checkpoint if checkpoint is not None else os.path.join(config.workdir, EXPORT_SUBDIR)
     if checkpoint is not None or os.path.isdir(found):
-        params = load_params(found, config.model, base)
+        params = load_params(found, config.model, base, variant)
         missing = sorted(set(required_components(config.model)) - _stored_components(found))
         line = f"weights: checkpoint {found}" if checkpoint is not None else \
             f"weights: the trained model in {found} (no --checkpoint given)"
+        line += f" (its {variant} variant)" if variant else ""
         return params, line + (f", with {', '.join(missing)} from {base}" if missing else "")
     if config.model.size == "full":
         raise ConfigError(f"no --checkpoint given and no trained model in {found!r}: the full model needs "

@@ -13,12 +13,12 @@ from jax.sharding import Mesh
 from stylecrafter_jax.checkpoints.components import trained_tree_to_components
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.models.build import param_shapes
 from stylecrafter_jax.parallel.arrays import abstract_arrays
 from stylecrafter_jax.parallel.init import init_sharded
 from stylecrafter_jax.parallel.rules import logical_shardings
 from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
-from stylecrafter_jax.train.init import copy_text_kv_to_style_kv
-from stylecrafter_jax.train.state import TrainState, merge, trainable
+from stylecrafter_jax.train.state import merge
 
 ENCODER_NAMES = ("text_encoder", "image_encoder", "vae")
 
@@ -40,30 +40,25 @@ def load_encoder_params(config: ml_collections.ConfigDict, mesh: Mesh) -> dict[s
     return load_pretrained(config.pretrained, encoder_names, abstract=abstract)
 
 
-def load_base_weights(config: ml_collections.ConfigDict, state: TrainState, mesh: Mesh, labels: dict, *,
-                      log: Callable[[str], None] = print) -> tuple[TrainState, dict[str, Any]]:
-    """(state with the base weights in place, frozen encoder parameters), every leaf in its sharding."""
-    params = state.params
-    loaded_adapter = False
+def load_base_weights(config: ml_collections.ConfigDict, mesh: Mesh, *, log: Callable[[str], None] = print
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the base leaves of the {'unet', 'adapter'} tree that `config.pretrained` gives, empty without one;
+    the frozen encoders' parameters), every leaf restored straight into its sharding (for `create_state`)."""
     encoder_params = load_encoder_params(config, mesh)
-    if config.pretrained:
-        available = _available(config)
-        components = trained_tree_to_components(params)
-        abstract = {name: abstract_arrays(components[name]) for name in ("unet", "adapter") if name in available}
-        loaded = load_pretrained(config.pretrained, sorted(abstract), abstract=abstract) if abstract else {}
-        if "unet" in loaded:
-            params = merge(params, {"unet": loaded["unet"]})
-        if "adapter" in loaded:
-            loaded_adapter = True
-            params = merge(params, {"adapter": loaded["adapter"]["adapter"], "unet": loaded["adapter"]["processors"]})
-        log(f"base weights from {config.pretrained}: {', '.join(sorted([*loaded, *encoder_params]))}")
-    else:
+    if not config.pretrained:
         log("base weights: random initialisation (no config.pretrained)")
-    if config.stage == "stage1" and not loaded_adapter:
-        shardings = jax.tree.map(lambda a: a.sharding, params["unet"])
-        params = {**params, "unet": jax.jit(copy_text_kv_to_style_kv, out_shardings=shardings)(params["unet"])}
-    ema = None if state.ema is None else trainable(params, labels)
-    return state.replace(params=params, ema=ema), encoder_params
+        return {}, encoder_params
+    available = _available(config)
+    components = trained_tree_to_components(_with_shardings(param_shapes(config.model), mesh, config))
+    abstract = {name: components[name] for name in ("unet", "adapter") if name in available}
+    loaded = load_pretrained(config.pretrained, sorted(abstract), abstract=abstract) if abstract else {}
+    base: dict[str, Any] = {}
+    if "unet" in loaded:
+        base = merge(base, {"unet": loaded["unet"]})
+    if "adapter" in loaded:
+        base = merge(base, {"adapter": loaded["adapter"]["adapter"], "unet": loaded["adapter"]["processors"]})
+    log(f"base weights from {config.pretrained}: {', '.join(sorted([*loaded, *encoder_params]))}")
+    return base, encoder_params
 
 
 def _available(config: ml_collections.ConfigDict) -> set[str]:

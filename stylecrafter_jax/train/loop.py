@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -17,6 +18,7 @@ from stylecrafter_jax.checkpoints.run_checkpoints import RunCheckpointer
 from stylecrafter_jax.conditioning.encoders import encode_text_context
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
 from stylecrafter_jax.data.iterators import make_iterator
+from stylecrafter_jax.data.mixing import MixedIterator
 from stylecrafter_jax.diffusion.schedule import schedule_from_config
 from stylecrafter_jax.errors import ConfigError, StyleCrafterError
 from stylecrafter_jax.models.build import build_adapter, build_unet
@@ -37,7 +39,7 @@ from stylecrafter_jax.train.periodic import PeriodicTasks
 from stylecrafter_jax.train.state import TrainState, merge, trainable
 from stylecrafter_jax.train.step import compile_step, make_step_fn
 from stylecrafter_jax.train.throughput import peak_flops_per_device, throughput
-from stylecrafter_jax.train.workdir import check_workdir
+from stylecrafter_jax.train.workdir import check_base_weights, check_workdir
 
 IMAGE_MODES = {"stage2": "frame_isolated"}
 
@@ -55,6 +57,7 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     primary = is_primary()
     log(f"mesh {describe_mesh(mesh)}; process {jax.process_index()} of {jax.process_count()}")
     check_workdir(config, write=primary)
+    check_base_weights(config, write=primary)
     stage_rules(config.stage)
     export = os.path.join(config.workdir, "export")
     done = exported_step(export)
@@ -65,6 +68,7 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     # ---------------------------------------------------------------- input
     for batch_size in _batch_sizes(config):
         check_global_batch_size(batch_size, mesh)
+    _check_packed_images(config, mesh)
     host_index, host_count = process_data_shard(mesh)
     data = make_iterator(config.data, process_index=host_index, process_count=host_count)
     tokenizer = load_tokenizer(context_length=config.model.text_encoder.context_length)
@@ -78,8 +82,8 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     lr_at = learning_rate_schedule(config.train)
 
     # ---------------------------------------------------------------- state, born sharded
-    state, state_shardings = create_state(config, tx, labels, mesh)
-    state, encoder_params = load_base_weights(config, state, mesh, labels, log=log)
+    base, encoder_params = load_base_weights(config, mesh, log=log)  # restored straight into their shardings
+    state, state_shardings = create_state(config, tx, labels, mesh, base)
     empty_context = encode_text_context(encoders.text, encoder_params["text_encoder"], jnp.asarray(empty_tokens))
     empty_context = multihost_utils.process_allgather(empty_context, tiled=True)  # numpy: the step closes over it
     models = LossModels(build_unet(config.model), build_adapter(config.model), schedule, empty_context)
@@ -105,7 +109,22 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
         if config.train.sample_every or config.train.eval_every else None
     compiled: dict[str, tuple[Callable, float]] = {}
     peak = peak_flops_per_device(config.train.peak_flops_per_device)
-    pending = None
+    bad = None  # the first non-finite step, on device (_first_bad_step)
+
+    def compile_kind(kind: str, abstract_batch: dict) -> None:
+        mode = IMAGE_MODES.get(config.stage, "skip") if kind == "images" else "full"
+        with activation_rules(mesh, config.mesh.rules):
+            compiled[kind] = compile_step(
+                make_step_fn(models, tx, labels, config.train, mode), state, abstract_batch,
+                state_shardings=state_shardings, batch_shardings=batch_sharding(mesh), log=log,
+                name=f"{config.stage} step on {kind} {tuple(abstract_batch['latents'].shape)}")
+
+    seen: set[str] = set()  # the step kinds met so far
+    if isinstance(data, MixedIterator):  # both step kinds compile before the first step
+        encode_shapes = functools.partial(_encode, encoders, encoder_params, seed=config.seed, step=start,
+                                          sharding=batch_sharding(mesh))
+        for kind, host_batch in _peek_kinds(data, config, tokenizer):
+            compile_kind(kind, jax.eval_shape(encode_shapes, make_global_batch(host_batch, mesh)))
     window = {"start": time.perf_counter(), "steps": 0, "flops": 0.0, "examples": 0}
     step = start
     try:
@@ -116,24 +135,20 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
             encoded = _encode(encoders, encoder_params, make_global_batch(host_batch, mesh), config.seed, step,
                               batch_sharding(mesh))
             if kind not in compiled:
-                mode = IMAGE_MODES.get(config.stage, "skip") if kind == "images" else "full"
-                with activation_rules(mesh, config.mesh.rules):
-                    compiled[kind] = compile_step(
-                        make_step_fn(models, tx, labels, config.train, mode), state, abstract_arrays(encoded),
-                        state_shardings=state_shardings, batch_shardings=batch_sharding(mesh), log=log,
-                        name=f"{config.stage} step on {kind} {tuple(encoded['latents'].shape)}")
+                compile_kind(kind, abstract_arrays(encoded))
+            if kind not in seen:
+                seen.add(kind)
                 window["start"] += time.perf_counter() - compile_start  # compile time is not step time
             step_fn, step_flops = compiled[kind]
             state, metrics = step_fn(state, encoded)
-            _check_finite(pending)
-            pending = (step + 1, metrics)
+            bad = _first_bad_step(bad, metrics, step + 1)  # no host sync: checked at log and checkpoint steps
             step += 1
             logger.advance()
             window["steps"] += 1
             window["flops"] += step_flops
             window["examples"] += encoded["latents"].shape[0]
             if step % config.train.log_every == 0 or step == config.train.steps:
-                _check_finite(pending)
+                _check_finite(bad, step)
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items() if k != "finite"}
                 scalars["lr"] = float(lr_at(step - 1))
                 scalars.update(throughput(steps=window["steps"], seconds=time.perf_counter() - window["start"],
@@ -142,17 +157,20 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
                 logger.log(step, scalars)
                 window = {"start": time.perf_counter(), "steps": 0, "flops": 0.0, "examples": 0}
             if periodic is not None:
-                scalars = periodic(step, state.params)
+                scalars = periodic(step, state.params, state.ema)
                 if scalars:
                     logger.log(step, scalars)
+            if checkpointer.manager.should_save(step):
+                _check_finite(bad, step)
             checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state())
             if agree(stop["signal"] is not None or checkpointer.reached_preemption(step)):
                 preempted = True
                 if checkpointer.latest_step() != step:
+                    _check_finite(bad, step)
                     checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state(), force=True)
                 log(f"stopping at step {step} on preemption; checkpoint saved")
                 break
-        _check_finite(pending)
+        _check_finite(bad, step)
         if step == config.train.steps and checkpointer.latest_step() != step:
             checkpointer.save(step, _checkpoint_tree(state, labels), data.get_state(), force=True)
     finally:
@@ -192,6 +210,33 @@ def _host_batch(raw: dict[str, Any], config: ml_collections.ConfigDict, tokenize
     return kind, {("target" if key in ("image", "video") else key): value for key, value in arrays.items()}
 
 
+def _check_packed_images(config: ml_collections.ConfigDict, mesh) -> None:
+    """ConfigError unless the stage-2 image batch packs into pseudo-videos of the video frames over the mesh."""
+    data = config.data
+    if data.kind != "mixed" or IMAGE_MODES.get(config.stage) != "frame_isolated":
+        return
+    batch, frames = data.images.batch_size, data.videos.num_frames
+    if batch % frames:
+        raise ConfigError(f"data.images.batch_size {batch} must be a multiple of data.videos.num_frames {frames} "
+                          "to pack image batches")
+    if tuple(data.images.size) != tuple(data.videos.size):
+        raise ConfigError(f"data.images.size {tuple(data.images.size)} must equal data.videos.size "
+                          f"{tuple(data.videos.size)}: stage-2 image batches are packed into pseudo-videos")
+    try:
+        check_global_batch_size(batch // frames, mesh)
+    except ConfigError as e:
+        raise ConfigError(f"data.images.batch_size {batch} packs into {batch // frames} pseudo-videos of "
+                          f"{frames} frames: {e}") from e
+
+
+def _peek_kinds(data: MixedIterator, config: ml_collections.ConfigDict, tokenizer) -> list[tuple[str, dict]]:
+    """(kind, host batch) of one image and one video batch; the iterator's position is left as it was."""
+    position = data.get_state()
+    batches = [_host_batch(next(data.images), config, tokenizer), _host_batch(next(data.videos), config, tokenizer)]
+    data.set_state(position)
+    return batches
+
+
 def _pack_images(arrays: dict[str, Any], frames: int) -> dict[str, Any]:
     """Image arrays (b, ...) -> (b / frames, frames, ...)."""
     batch = len(next(iter(arrays.values())))
@@ -210,15 +255,24 @@ def _encode(encoders, encoder_params, batch: dict, seed: int, step: int, shardin
                         sharding=sharding)
 
 
-def _check_finite(pending: tuple[int, dict] | None) -> None:
-    """Stop the run if the step whose metrics are pending had a non-finite loss or gradient."""
-    if pending is None:
-        return
-    step, metrics = pending
-    if not bool(metrics["finite"]):
-        raise TrainingStopped(f"non-finite loss or gradient at step {step} (loss={float(metrics['loss'])}, "
-                              f"grad_norm={float(metrics['grad_norm'])}); the update was not applied and the "
-                              "run stopped; the newest checkpoint is intact")
+@jax.jit
+def _first_bad_step(bad: dict | None, metrics: dict, step: int) -> dict:
+    """`bad` ({"step", "loss", "grad_norm"} of the first non-finite step; step 0 or None: none yet) after `step`."""
+    if bad is None:
+        bad = {"step": jnp.zeros((), jnp.int32), "loss": jnp.zeros_like(metrics["loss"]),
+               "grad_norm": jnp.zeros_like(metrics["grad_norm"])}
+    first = (bad["step"] == 0) & ~metrics["finite"]
+    return {"step": jnp.where(first, step, bad["step"]), "loss": jnp.where(first, metrics["loss"], bad["loss"]),
+            "grad_norm": jnp.where(first, metrics["grad_norm"], bad["grad_norm"])}
+
+
+def _check_finite(bad: dict, step: int) -> None:
+    """Stop the run at `step` if a step before had a non-finite loss or gradient (`bad` of _first_bad_step)."""
+    bad = jax.device_get(bad)
+    if bad is not None and int(bad["step"]):
+        raise TrainingStopped(f"non-finite loss or gradient at step {int(bad['step'])} (loss={float(bad['loss'])}, "
+                              f"grad_norm={float(bad['grad_norm'])}); that update was not applied; the run stopped "
+                              f"at step {step}, before saving it; the newest checkpoint is intact")
 
 
 def _checkpoint_tree(state: TrainState, labels: dict) -> dict:

@@ -20,6 +20,7 @@ from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.evaluation.periodic import make_periodic_evaluator, pipeline_sample_fn
 from stylecrafter_jax.sampling.generate import generate_eval_samples
 from stylecrafter_jax.sampling.pipeline import SamplingPipeline
+from stylecrafter_jax.train.state import merge
 
 
 class PeriodicTasks:
@@ -31,6 +32,9 @@ class PeriodicTasks:
         if not periodic.eval_json:
             raise ConfigError("train.sample_every / train.eval_every need periodic.eval_json (an official "
                               "evaluation JSON) and periodic.eval_root")
+        if config.weights_variant not in ("", "ema") or (config.weights_variant == "ema" and not train.ema_decay):
+            raise ConfigError(f"weights_variant {config.weights_variant!r}: expected '' (the trained weights) or "
+                              "'ema' (their EMA, which needs train.ema_decay > 0)")
         self.config, self.encoder_params, self.primary, self.log = config, encoder_params, primary, log
         self.pipeline = SamplingPipeline(config.model, config.sampling, self._params(None), tokenizer)
         self.evaluator = None
@@ -46,13 +50,16 @@ class PeriodicTasks:
             return {"unet": {}, "adapter": {}, **self.encoder_params}
         return {"unet": trained["unet"], "adapter": trained["adapter"], **self.encoder_params}
 
-    def __call__(self, step: int, params: dict) -> dict[str, float]:
-        """Run what is due at `step`; returns the metric scalars (empty when no evaluation ran)."""
+    def __call__(self, step: int, params: dict, ema: dict | None = None) -> dict[str, float]:
+        """Run what is due at `step` with `params` (with the EMA of the trained leaves in place when
+        `weights_variant` is "ema"); returns the metric scalars (empty when no evaluation ran)."""
         train, periodic = self.config.train, self.config.periodic
         sample_due = train.sample_every and step % train.sample_every == 0
         eval_due = self.evaluator is not None and step % train.eval_every == 0
         if not (sample_due or eval_due):
             return {}
+        if self.config.weights_variant == "ema":
+            params = merge(params, ema)
         self.pipeline.params = jax.device_put(self._params(params))
         if sample_due:
             out = os.path.join(self.config.workdir, "samples", f"step_{step:07d}") if self.primary else \

@@ -1,15 +1,19 @@
-"""The work directory's record of its run's config, so a restart with another model or stage is refused."""
+"""The work directory's record of its run's config and base weights, so a restart with another model, stage
+or base is refused."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import ml_collections
 
+from stylecrafter_jax.checkpoints.pretrained import MANIFEST, read_manifest
 from stylecrafter_jax.errors import ConfigError
 
 STRUCTURAL = ("model", "stage")
+BASE_RECORD = "base_weights.json"
 
 
 def check_workdir(config: ml_collections.ConfigDict, *, write: bool) -> None:
@@ -32,6 +36,45 @@ def check_workdir(config: ml_collections.ConfigDict, *, write: bool) -> None:
         with open(path + ".tmp", "w") as f:  # renamed when complete: other hosts may be reading it already
             json.dump(current, f, indent=2, sort_keys=True)
         os.replace(path + ".tmp", path)
+
+
+def check_base_weights(config: ml_collections.ConfigDict, *, write: bool) -> None:
+    """Refuse a full-size run on a random base (unless `allow_random_base`) and a work directory trained on
+    other base weights (ConfigError naming both); else record this run's base."""
+    if config.model.size == "full" and not config.pretrained and not config.allow_random_base:
+        raise ConfigError("full-size training needs --config.pretrained=DIR (converted base weights: python -m "
+                          "stylecrafter_jax.convert import ...); --config.allow_random_base=True trains on a "
+                          "random base anyway")
+    path = os.path.join(config.workdir, BASE_RECORD)
+    current = {"pretrained": config.pretrained, "base": base_weights_id(config)}
+    if os.path.exists(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        if recorded["base"] != current["base"]:
+            raise ConfigError(f"work directory {config.workdir} was trained on the base weights "
+                              f"{_describe(recorded)}, not on {_describe(current)}: resume with the same "
+                              "--config.pretrained or use a new --config.workdir")
+        return
+    if write:
+        os.makedirs(config.workdir, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(current, f, indent=2)
+        os.replace(path + ".tmp", path)
+
+
+def base_weights_id(config: ml_collections.ConfigDict) -> str:
+    """"random", or the sha256 of `config.pretrained`'s manifest (with the components taken, when chosen)."""
+    if not config.pretrained:
+        return "random"
+    read_manifest(config.pretrained)  # a clear error when it is not a converted directory
+    with open(os.path.join(config.pretrained, MANIFEST), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    components = f" (components {config.pretrained_components})" if config.pretrained_components else ""
+    return f"manifest sha256 {digest}{components}"
+
+
+def _describe(record: dict) -> str:
+    return "random" if record["base"] == "random" else f"{record['pretrained']} ({record['base']})"
 
 
 def _flatten(tree: object, prefix: str = "") -> dict[str, object]:

@@ -1,5 +1,5 @@
 """The training loop on the toy's tiny pixel model: resume after preemption equals an uninterrupted run,
-NaN stops the run, bad configs are refused before compiling, the loss falls."""
+NaN stops the run, bad configs are refused before compiling, the loss falls, an EMA run."""
 
 import json
 import os
@@ -11,10 +11,13 @@ import pytest
 from flax import traverse_util
 
 from configs.toy import get_config
+from stylecrafter_jax.checkpoints.components import trained_tree_to_components
+from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.checkpoints.run_checkpoints import RunCheckpointer
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError
-from stylecrafter_jax.train.loop import TrainingStopped, _check_finite, run
-from stylecrafter_jax.train.state import trainable
+from stylecrafter_jax.sampling.weights import resolve_params
+from stylecrafter_jax.train.loop import TrainingStopped, _check_finite, _checkpoint_tree, _first_bad_step, run
+from stylecrafter_jax.train.state import merge, trainable
 from stylecrafter_jax.train.toy import phase_config
 
 
@@ -66,11 +69,61 @@ def test_loss_falls(tmp_path):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
-def test_non_finite_step_stops_the_run_naming_the_step():
+def test_first_non_finite_step_is_kept_and_named():
     # The step itself keeps the state on a non-finite loss (tests/train/test_step.py); the loop then stops.
-    _check_finite((7, {"finite": np.bool_(True), "loss": 1.0, "grad_norm": 1.0}))
-    with pytest.raises(TrainingStopped, match="non-finite loss or gradient at step 7"):
-        _check_finite((7, {"finite": np.bool_(False), "loss": np.nan, "grad_norm": np.inf}))
+    bad = None
+    for step, (finite, loss) in enumerate([(True, 1.0), (False, np.nan), (False, np.inf)], start=1):
+        bad = _first_bad_step(bad, {"finite": np.bool_(finite), "loss": np.float32(loss),
+                                    "grad_norm": np.float32(step)}, step)
+        if step == 1:
+            _check_finite(bad, step)
+    with pytest.raises(TrainingStopped, match=r"non-finite loss or gradient at step 2 \(loss=nan, grad_norm=2.0\).*"
+                                              r"stopped at step 3"):
+        _check_finite(bad, 3)
+
+
+def test_non_finite_step_stops_the_run_at_the_next_checkpoint_step_before_saving(tmp_path):
+    config = _config(tmp_path, 4)
+    config.train.update(learning_rate=float("nan"), log_every=4, checkpoint_every=3)  # step 1 makes the weights NaN
+    with pytest.raises(TrainingStopped, match="non-finite loss or gradient at step 2 .*stopped at step 3"):
+        run(config, log=lambda _: None)
+    assert RunCheckpointer(str(tmp_path / "checkpoints"), keep=2, every=3).latest_step() == 1  # orbax's first save
+
+
+def test_ema_run_follows_the_recurrence_and_is_exported_and_sampled(tmp_path):
+    decay = 0.5
+    config = _config(tmp_path, 3)
+    config.train.update(ema_decay=decay, checkpoint_every=1, keep_checkpoints=3)
+    result = run(config, log=lambda _: None)
+    state, labels = result["state"], result["labels"]
+    checkpointer = RunCheckpointer(str(tmp_path / "checkpoints"), keep=3, every=1)
+    trees = [checkpointer.restore(step, _checkpoint_tree(state, labels))[0] for step in (1, 2, 3)]
+    checkpointer.close()
+    ema = traverse_util.flatten_dict(jax.device_get(trees[0]["ema"]))
+    for tree in trees[1:]:  # EMA_t = d EMA_(t-1) + (1 - d) params_t, from the params of each step
+        params = traverse_util.flatten_dict(jax.device_get(tree["trainable"]))
+        got = traverse_util.flatten_dict(jax.device_get(tree["ema"]))
+        assert sorted(got) == sorted(params)
+        for key in got:
+            np.testing.assert_allclose(got[key], decay * ema[key] + (1 - decay) * params[key], rtol=1e-6, atol=1e-7,
+                                       err_msg=str(key))
+        ema = got
+    final = traverse_util.flatten_dict(jax.device_get(trainable(state.params, labels)))
+    assert any(not np.allclose(ema[key], final[key]) for key in ema)
+
+    export = str(tmp_path / "export")
+    assert set(read_manifest(export)["variants"]) == {"ema"} and set(read_manifest(export)["variants"]["ema"]) == {"unet"}
+    averaged = trained_tree_to_components(merge(jax.device_get(state.params), traverse_util.unflatten_dict(ema)))
+    for variant, expected in (("ema", averaged["unet"]), ("", trained_tree_to_components(state.params)["unet"])):
+        loaded = traverse_util.flatten_dict(load_pretrained(export, ["unet"], variant=variant)["unet"])
+        for key, leaf in traverse_util.flatten_dict(jax.device_get(expected)).items():
+            np.testing.assert_array_equal(loaded[key], leaf, err_msg=f"{variant}: {key}")
+    config.weights_variant = "ema"
+    sampled, line = resolve_params(config, export)
+    assert "its ema variant" in line
+    sampled_unet = traverse_util.flatten_dict(sampled["unet"])
+    for key, leaf in traverse_util.flatten_dict(jax.device_get(averaged["unet"])).items():
+        np.testing.assert_array_equal(np.asarray(sampled_unet[key]), leaf, err_msg=str(key))
 
 
 def test_workdir_of_another_model_is_refused(tmp_path, uninterrupted):
