@@ -9,10 +9,10 @@ import pytest
 from jax.sharding import AbstractDevice, AbstractMesh, AxisType
 from jax.sharding import PartitionSpec as P
 
-from stylecrafter_jax.models.attention import (choose_implementation, dot_product_attention,
-                                               relative_position_attention, relative_position_index, split_spec,
-                                               target_platform)
-from stylecrafter_jax.parallel.mesh import MESH_AXES
+from stylecrafter_jax.models.attention import (_splash_attention, _xla_attention, choose_implementation,
+                                               dot_product_attention, relative_position_attention,
+                                               relative_position_index, split_spec, target_platform)
+from stylecrafter_jax.parallel.mesh import MESH_AXES, create_mesh
 
 
 def _qkv(shape, seed=0):
@@ -30,8 +30,6 @@ def test_xla_attention_equals_numpy_softmax():
 
 def test_splash_kernel_equals_xla_in_interpret_mode():
     q, k, v = _qkv((1, 128, 2, 64))
-    from stylecrafter_jax.models.attention import _splash_attention, _xla_attention
-
     np.testing.assert_allclose(_splash_attention(q, k, v, scale=0.125, interpret=True),
                                _xla_attention(q, k, v, scale=0.125, mask=None), atol=1e-5)
 
@@ -52,6 +50,17 @@ def test_splash_kernel_equals_xla_in_interpret_mode():
 def test_dispatch_and_fallback(requested, platform, dtype, lengths, splittable, expected):
     assert choose_implementation(requested, platform=platform, dtype=dtype, q_len=lengths[0], kv_len=lengths[1],
                                  head_dim=64, splittable=splittable) == expected
+
+
+def test_splash_interpret_on_a_mesh_runs_in_shard_map_and_falls_back_where_heads_do_not_divide():
+    mesh = create_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    attend = jax.jit(lambda q, k, v: dot_product_attention(q, k, v, scale=0.25, implementation="splash_interpret"))
+    with jax.set_mesh(mesh):
+        for heads, kernel in ((2, True), (3, False)):  # 3 heads do not split over tensor=2: xla
+            q, k, v = _qkv((4, 128, heads, 16))
+            jaxpr = str(jax.make_jaxpr(attend)(q, k, v))
+            assert ("pallas_call" in jaxpr, "shard_map" in jaxpr) == (kernel, kernel)
+            np.testing.assert_allclose(attend(q, k, v), _xla_attention(q, k, v, scale=0.25, mask=None), atol=1e-5)
 
 
 def _abstract_mesh(platform, shape=(2, 2, 2)):
