@@ -332,14 +332,14 @@ def _check_request(files: OfficialFiles, names: Sequence[str], sources: Mapping[
     unknown = sorted(set(names) - set(sources))
     if unknown:
         raise ConfigError(f"components {unknown}: expected a subset of {tuple(sources)}")
-    if not names:
-        raise ConfigError("nothing to convert: give at least one official file")
     takes = set(sources.values()) | ({"temporal"} if "unet" in sources and not has_image(model) else set())
     stray = [source for source, path in asdict(files).items() if path and source not in takes]
     if stray:
         kind = model.get("variant", "StyleCrafter")
         raise ConfigError(f"{_flag(stray[0])}: the config's model ({kind}) takes no such file; it reads "
                           f"{', '.join(_flag(s) for s in sorted(takes))}")
+    if not names:
+        raise ConfigError("nothing to convert: give at least one official file")
     lacking = {name: sources[name] for name in names if not getattr(files, sources[name])}
     if lacking:
         raise ConfigError("; ".join(f"component {name!r} needs {_flag(source)}" for name, source in lacking.items()))
