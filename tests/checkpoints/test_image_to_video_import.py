@@ -185,3 +185,21 @@ def test_export_of_a_component_the_directory_lacks(official, tmp_path):
     with pytest.raises(ConfigError, match="components \\['adapter'\\]"):
         conversion.convert_official(conversion.OfficialFiles(videocrafter_i2v=path), str(tmp_path / "w2"),
                                     image_to_video_config(variant, "tiny").model, names=("adapter",))
+
+
+@pytest.mark.parametrize("variant, unet_keys, total", [("dynamicrafter_512", 1516, 2_609_142_405),
+                                                      ("videocrafter_i2v", 1516, 2_608_885_125)])
+def test_full_size_key_table_is_the_reference_checkpoint(variant, unet_keys, total):
+    """§6 prefix counts and §5's whole-checkpoint parameter count (eval_shape only)."""
+    model = image_to_video_config(variant, "full").model
+    table = conversion.image_to_video_key_table(conversion.abstract_components(model), model)
+    prefixes = {UNET_PREFIX: unet_keys, PROJECTOR_PREFIX: 51, "embedder.model.visual.": 392,
+                clip_import.VIDEOCRAFTER_TEXT_PREFIX: 294, vae_import.VAE_PREFIX: 248}
+    assert {p: sum(k.startswith(p) for k in table) for p in prefixes} == prefixes
+    buffers = set(table) - {k for k in table if k.startswith(tuple(prefixes))}
+    assert buffers == set(conversion.BUFFERS) and table["scale_arr"] == (1400,)
+    text = {k.removeprefix(clip_import.VIDEOCRAFTER_TEXT_PREFIX): s for k, s in table.items()
+            if k.startswith(clip_import.VIDEOCRAFTER_TEXT_PREFIX)}
+    unused = [text[k.removeprefix("embedder.model.")] for k in IMAGE_EMBEDDER_UNUSED]  # the text tower's shapes
+    assert sum(int(np.prod(s)) for s in unused) == 51_723_265
+    assert sum(int(np.prod(s)) for s in table.values()) + 51_723_265 == total
