@@ -8,13 +8,13 @@ complete, so an interrupted save never replaces the newest good checkpoint.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 from stylecrafter_jax.errors import CheckpointMismatchError
+from stylecrafter_jax.paths import absolute
 
 
 class RunCheckpointer:
@@ -23,7 +23,7 @@ class RunCheckpointer:
     def __init__(self, directory: str, *, keep: int, every: int, asynchronous: bool = True):
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=max(1, every), create=True,
                                                enable_async_checkpointing=asynchronous)
-        self.directory = os.path.abspath(directory)
+        self.directory = absolute(directory)  # a local folder or a bucket (gs://...: tensorstore writes it)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
 
     def latest_step(self) -> int | None:

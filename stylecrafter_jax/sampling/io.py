@@ -7,13 +7,15 @@ Layout under the output folder (`EEEE` = entry number in input order, `S` = samp
     frames/EEEE_S/frameNNN.png  optional, videos
     prompts/EEEE_S.txt          the prompt
     style/EEEE.png              the centre-cropped reference, or style/EEEE_RR.png for a list of references
-Every file is written to a temporary name in its folder and renamed, so no half-written file is left.
+Every file is written to a temporary name in its folder and renamed, so no half-written file is left (in a
+bucket, gs://..., each is one object upload).
 """
 
 from __future__ import annotations
 
 import fractions
 import os
+import tempfile
 from typing import Callable, Sequence
 
 import av
@@ -21,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from stylecrafter_jax.errors import ConfigError, DataError
+from stylecrafter_jax.paths import exists, is_url, upload_file
 from stylecrafter_jax.sampling.inputs import SampleJob
 
 IMAGE_FORMATS = ("jpg", "png")
@@ -43,8 +46,14 @@ def style_to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _atomic(path: str, write: Callable[[str], None]) -> None:
-    """Run write(tmp) on a temporary file beside `path` (same extension), then rename it to `path`."""
+    """Run write(tmp) on a temporary file beside `path` (same extension), then rename it to `path`; a bucket
+    `path` (gs://...) is written locally, then uploaded as one object."""
     folder, name = os.path.split(path)
+    if is_url(path):
+        with tempfile.TemporaryDirectory(prefix="stylecrafter-sample-") as local:
+            write(os.path.join(local, name))
+            upload_file(os.path.join(local, name), path)
+        return
     os.makedirs(folder or ".", exist_ok=True)
     tmp = os.path.join(folder, f".partial-{os.getpid()}-{name}")
     try:
@@ -167,7 +176,7 @@ class SampleWriter:
         """DataError listing the outputs of `jobs` that already exist, unless `overwrite`."""
         if overwrite:
             return
-        taken = [p for job in jobs for p in self.paths(job, frames) if os.path.lexists(p)]
+        taken = [p for job in jobs for p in self.paths(job, frames) if (exists(p) if is_url(p) else os.path.lexists(p))]
         if taken:
             more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
             raise DataError(f"output folder {self.root!r} already holds {', '.join(map(repr, taken[:3]))}{more}; "

@@ -9,9 +9,15 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from stylecrafter_jax.paths import exists, is_url, read_bytes, write_text
+
 
 class MetricsLogger:
-    """Writes scalars to `workdir/metrics.jsonl` and TensorBoard event files (primary host only)."""
+    """Writes scalars to `workdir/metrics.jsonl` and TensorBoard event files (primary host only).
+
+    A work directory in a bucket (gs://...) gets both as whole objects rewritten at each log step (objects
+    cannot be appended to): the JSONL through fsspec, the events through tensorboardX's GCS writer.
+    """
 
     def __init__(self, workdir: str, *, primary: bool, total_steps: int, start_step: int = 0,
                  print_fn: Callable[[str], None] = print):
@@ -19,10 +25,14 @@ class MetricsLogger:
         self.print_fn = print_fn
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
         self.writer = None
+        self._rows = None  # the JSONL so far, for a work directory in a bucket
         if primary:
             from tensorboardX import SummaryWriter
 
-            os.makedirs(workdir, exist_ok=True)
+            if is_url(workdir):
+                self._rows = read_bytes(self.jsonl_path).decode() if exists(self.jsonl_path) else ""
+            else:
+                os.makedirs(workdir, exist_ok=True)
             self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
         self.progress = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                              disable=not (primary and sys.stderr.isatty()))
@@ -38,8 +48,12 @@ class MetricsLogger:
             self.print_fn(" ".join(_format(k, v) for k, v in row.items()))
         if not self.primary:
             return
-        with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self._rows is None:
+            with open(self.jsonl_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        else:
+            self._rows += json.dumps(row) + "\n"
+            write_text(self.jsonl_path, self._rows)
         for key, value in row.items():
             if key != "step" and isinstance(value, (int, float)):
                 self.writer.add_scalar(key, value, int(step))
