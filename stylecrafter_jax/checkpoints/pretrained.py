@@ -24,6 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from stylecrafter_jax import paths
 from stylecrafter_jax.checkpoints.torch_layout import format_mismatch
 from stylecrafter_jax.errors import CheckpointMismatchError
 
@@ -50,15 +51,15 @@ def save_pretrained(directory: str, components: Mapping[str, Any], manifest: Map
 
 def ensure_writable(directory: str, overwrite: bool) -> None:
     """FileExistsError if `directory` already holds converted weights and `overwrite` is off."""
-    if os.path.exists(os.path.join(directory, MANIFEST)) and not overwrite:
-        raise FileExistsError(f"{os.path.abspath(directory)} already holds converted weights ({MANIFEST}); "
+    if paths.exists(os.path.join(directory, MANIFEST)) and not overwrite:
+        raise FileExistsError(f"{paths.absolute(directory)} already holds converted weights ({MANIFEST}); "
                               "choose another directory or overwrite")
 
 
 def save_component(directory: str, name: str, params: Any, *, overwrite: bool = False) -> dict[str, int]:
     """Write one component as `<directory>/<name>/part-NNN/`; returns its parameter, leaf and part counts."""
-    path = os.path.join(os.path.abspath(directory), name)
-    if os.path.exists(path) and not overwrite:
+    path = os.path.join(paths.absolute(directory), name)
+    if paths.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; choose another directory or overwrite")
     flat = traverse_util.flatten_dict(nn.unbox(params), sep="/")
     parts = _split(flat)
@@ -101,8 +102,8 @@ def write_manifest(directory: str, manifest: Mapping[str, Any], components: Mapp
     `manifest["variants"]`, when given, is {variant: {component: summary}} of the variants written."""
     ensure_writable(directory, overwrite)
     written = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "components": dict(components)}
-    with open(os.path.join(directory, MANIFEST), "w") as handle:
-        json.dump(written, handle, indent=2, sort_keys=True, default=_json_default)
+    paths.write_text(os.path.join(directory, MANIFEST),
+                     json.dumps(written, indent=2, sort_keys=True, default=_json_default))
     return written
 
 
@@ -117,11 +118,10 @@ def _json_default(value: Any) -> Any:
 def read_manifest(directory: str) -> dict[str, Any]:
     """The manifest of a converted directory; CheckpointMismatchError if there is none or it is not ours."""
     path = os.path.join(directory, MANIFEST)
-    if not os.path.isfile(path):
+    if not paths.is_file(path):
         raise CheckpointMismatchError(f"{directory}: not a converted-weights directory (no {MANIFEST}); "
                                       "create one with `python -m stylecrafter_jax.convert import`")
-    with open(path) as handle:
-        manifest = json.load(handle)
+    manifest = json.loads(paths.read_bytes(path))
     if manifest.get("format") != FORMAT or manifest.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointMismatchError(f"{path}: format {manifest.get('format')!r} version "
                                       f"{manifest.get('format_version')!r}, expected {FORMAT!r} <= {FORMAT_VERSION}")
@@ -153,8 +153,8 @@ def load_pretrained(directory: str, names: Sequence[str], abstract: Mapping[str,
             raise CheckpointMismatchError(f"{directory}: no component {name!r}; it holds {sorted(available)}")
         root = variant_directory(directory, variant) if name in in_variant else directory
         parts = (in_variant.get(name) or available[name])["parts"]
-        paths = [os.path.join(os.path.abspath(root), name, _part_name(i)) for i in range(parts)]
-        stored = [_stored_leaves(checkpointer.metadata(path)) for path in paths]
+        part_paths = [os.path.join(paths.absolute(root), name, _part_name(i)) for i in range(parts)]
+        stored = [_stored_leaves(checkpointer.metadata(path)) for path in part_paths]
         target = {key: (*leaf, None) for part in stored for key, leaf in part.items()}
         if abstract is not None and name in abstract:
             expected = {key: (tuple(leaf.shape), leaf.dtype, getattr(leaf, "sharding", None)) for key, leaf in
@@ -165,7 +165,7 @@ def load_pretrained(directory: str, names: Sequence[str], abstract: Mapping[str,
             override = _flat_shardings(shardings[name], target)
             target = {key: (shape, dtype, override[key]) for key, (shape, dtype, _) in target.items()}
         flat = {}
-        for path, part in zip(paths, stored):
+        for path, part in zip(part_paths, stored):
             structs = {key: jax.ShapeDtypeStruct(target[key][0], target[key][1], sharding=target[key][2])
                        for key in part}
             flat.update(traverse_util.flatten_dict(

@@ -13,6 +13,7 @@ from stylecrafter_jax.checkpoints.components import trained_tree_to_components
 from stylecrafter_jax.checkpoints.pretrained import (MANIFEST, read_manifest, save_component, variant_directory,
                                                      write_manifest)
 from stylecrafter_jax.parallel.distributed import is_primary
+from stylecrafter_jax.paths import is_file
 from stylecrafter_jax.train.state import TrainState, merge
 
 EMA = "ema"
@@ -20,7 +21,7 @@ EMA = "ema"
 
 def exported_step(directory: str) -> int | None:
     """The step of the run exported to `directory`, or None when there is no export."""
-    if not os.path.isfile(os.path.join(directory, MANIFEST)):
+    if not is_file(os.path.join(directory, MANIFEST)):
         return None
     return int(read_manifest(directory).get("step", -1))
 

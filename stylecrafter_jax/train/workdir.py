@@ -9,6 +9,7 @@ import os
 
 import ml_collections
 
+from stylecrafter_jax import paths
 from stylecrafter_jax.checkpoints.pretrained import MANIFEST, read_manifest
 from stylecrafter_jax.errors import ConfigError
 
@@ -20,9 +21,8 @@ def check_workdir(config: ml_collections.ConfigDict, *, write: bool) -> None:
     """Raise ConfigError if `config.workdir` holds a run whose model or stage differs; else record this one."""
     path = os.path.join(config.workdir, "config.json")
     current = json.loads(config.to_json_best_effort())
-    if os.path.exists(path):
-        with open(path) as f:
-            recorded = json.load(f)
+    if paths.exists(path):
+        recorded = json.loads(paths.read_bytes(path))
         old = _flatten({k: recorded.get(k) for k in STRUCTURAL})
         new = _flatten({k: current[k] for k in STRUCTURAL})
         diffs = [f"{key}: recorded {old.get(key)!r}, now {new.get(key)!r}" for key in sorted(set(old) | set(new))
@@ -31,11 +31,8 @@ def check_workdir(config: ml_collections.ConfigDict, *, write: bool) -> None:
             raise ConfigError(f"work directory {config.workdir} holds a run of another config; use a new "
                               "--config.workdir or the same config:\n  " + "\n  ".join(diffs[:20]))
         return
-    if write:
-        os.makedirs(config.workdir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:  # renamed when complete: other hosts may be reading it already
-            json.dump(current, f, indent=2, sort_keys=True)
-        os.replace(path + ".tmp", path)
+    if write:  # written whole: other hosts may be reading it already
+        paths.write_text(path, json.dumps(current, indent=2, sort_keys=True))
 
 
 def check_base_weights(config: ml_collections.ConfigDict, *, write: bool) -> None:
@@ -47,19 +44,15 @@ def check_base_weights(config: ml_collections.ConfigDict, *, write: bool) -> Non
                           "random base anyway")
     path = os.path.join(config.workdir, BASE_RECORD)
     current = {"pretrained": config.pretrained, "base": base_weights_id(config)}
-    if os.path.exists(path):
-        with open(path) as f:
-            recorded = json.load(f)
+    if paths.exists(path):
+        recorded = json.loads(paths.read_bytes(path))
         if recorded["base"] != current["base"]:
             raise ConfigError(f"work directory {config.workdir} was trained on the base weights "
                               f"{_describe(recorded)}, not on {_describe(current)}: resume with the same "
                               "--config.pretrained or use a new --config.workdir")
         return
     if write:
-        os.makedirs(config.workdir, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(current, f, indent=2)
-        os.replace(path + ".tmp", path)
+        paths.write_text(path, json.dumps(current, indent=2))
 
 
 def base_weights_id(config: ml_collections.ConfigDict) -> str:
@@ -67,8 +60,7 @@ def base_weights_id(config: ml_collections.ConfigDict) -> str:
     if not config.pretrained:
         return "random"
     read_manifest(config.pretrained)  # a clear error when it is not a converted directory
-    with open(os.path.join(config.pretrained, MANIFEST), "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = hashlib.sha256(paths.read_bytes(os.path.join(config.pretrained, MANIFEST))).hexdigest()
     components = f" (components {config.pretrained_components})" if config.pretrained_components else ""
     return f"manifest sha256 {digest}{components}"
 
