@@ -29,7 +29,7 @@ from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh, describe_mesh
 from stylecrafter_jax.train.base_weights import load_base_weights
 from stylecrafter_jax.train.cached import TARGET_KEYS, cached_arrays, inputs_from_cache
-from stylecrafter_jax.train.encode import build_encoders, caption_tokens, encode_batch
+from stylecrafter_jax.train.encode import build_encoders, encode_batch
 from stylecrafter_jax.train.export import export_run, exported_step
 from stylecrafter_jax.train.init import create_state, stage_labels
 from stylecrafter_jax.train.logger import MetricsLogger
@@ -70,8 +70,8 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
         check_global_batch_size(batch_size, mesh)
     _check_packed_images(config, mesh)
     host_index, host_count = process_data_shard(mesh)
-    data = make_iterator(config.data, process_index=host_index, process_count=host_count)
     tokenizer = load_tokenizer(context_length=config.model.text_encoder.context_length)
+    data = make_iterator(config.data, process_index=host_index, process_count=host_count, tokenizer=tokenizer)
     empty_tokens = tokenizer([""])
 
     # ---------------------------------------------------------------- models and optimizer
@@ -123,14 +123,14 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     if isinstance(data, MixedIterator):  # both step kinds compile before the first step
         encode_shapes = functools.partial(_encode, encoders, encoder_params, seed=config.seed, step=start,
                                           sharding=batch_sharding(mesh))
-        for kind, host_batch in _peek_kinds(data, config, tokenizer):
+        for kind, host_batch in _peek_kinds(data, config):
             compile_kind(kind, jax.eval_shape(encode_shapes, make_global_batch(host_batch, mesh)))
     window = {"start": time.perf_counter(), "steps": 0, "flops": 0.0, "examples": 0}
     step = start
     try:
         while step < config.train.steps:
             raw = next(data)
-            kind, host_batch = _host_batch(raw, config, tokenizer)
+            kind, host_batch = _host_batch(raw, config)
             compile_start = time.perf_counter()  # the encoders compile on their first call of a kind, too
             encoded = _encode(encoders, encoder_params, make_global_batch(host_batch, mesh), config.seed, step,
                               batch_sharding(mesh))
@@ -191,18 +191,18 @@ def _batch_sizes(config: ml_collections.ConfigDict) -> list[int]:
     return [data[data.kind].batch_size]
 
 
-def _host_batch(raw: dict[str, Any], config: ml_collections.ConfigDict, tokenizer) -> tuple[str, dict]:
-    """(kind, arrays) of a host batch: token ids, uint8 style references and uint8 targets (b, t, h, w, 3)
-    for the encoders, or the cached encoder outputs (their target under "latents" or "latent_moments")."""
+def _host_batch(raw: dict[str, Any], config: ml_collections.ConfigDict) -> tuple[str, dict]:
+    """(kind, arrays) of a host batch: token ids (made by the data pipeline), uint8 style references and
+    uint8 targets (b, t, h, w, 3) for the encoders, or the cached encoder outputs (their target under
+    "latents" or "latent_moments")."""
     if "text_context" in raw:
         arrays = cached_arrays(raw, config.model.latent)
         target = next(key for key in TARGET_KEYS if key in arrays)
         arrays[target] = arrays[target][:, 0] if arrays[target].shape[1] == 1 else arrays[target]
         kind = "videos" if arrays[target].ndim == 5 else "images"
     else:
-        tokens = caption_tokens(raw["caption"], config.data.captions, tokenizer)
         kind, target = ("videos", "video") if "video" in raw else ("images", "image")
-        arrays = {"tokens": tokens, "style": raw["style"], target: raw[target]}
+        arrays = {"tokens": raw["tokens"], "style": raw["style"], target: raw[target]}
     if kind == "images" and IMAGE_MODES.get(config.stage) == "frame_isolated":
         arrays = _pack_images(arrays, config.data.videos.num_frames)  # pseudo-videos of `frames` images
     elif kind == "images":
@@ -229,10 +229,10 @@ def _check_packed_images(config: ml_collections.ConfigDict, mesh) -> None:
                           f"{frames} frames: {e}") from e
 
 
-def _peek_kinds(data: MixedIterator, config: ml_collections.ConfigDict, tokenizer) -> list[tuple[str, dict]]:
+def _peek_kinds(data: MixedIterator, config: ml_collections.ConfigDict) -> list[tuple[str, dict]]:
     """(kind, host batch) of one image and one video batch; the iterator's position is left as it was."""
     position = data.get_state()
-    batches = [_host_batch(next(data.images), config, tokenizer), _host_batch(next(data.videos), config, tokenizer)]
+    batches = [_host_batch(next(data.images), config), _host_batch(next(data.videos), config)]
     data.set_state(position)
     return batches
 
