@@ -249,14 +249,18 @@ def image_to_video_key_table(abstract: Mapping[str, Any], model: ml_collections.
 
 
 def read_image_to_video(state_dict: Mapping[str, Any], model: ml_collections.ConfigDict,
-                        encoders: ml_collections.ConfigDict, *, source: str,
-                        ignore: Iterable[str] = ()) -> tuple[dict[str, Any], dict[str, str], dict[str, np.ndarray]]:
+                        encoders: ml_collections.ConfigDict, *, source: str, ignore: Iterable[str] = (),
+                        abstract: Mapping[str, Any] | None = None
+                        ) -> tuple[dict[str, Any], dict[str, str], dict[str, np.ndarray]]:
     """(state dict with our U-Net key names, renames applied {ours: file's}, schedule buffers as stored) of an
-    image-to-video checkpoint, after the variant, whole-file key and schedule checks."""
+    image-to-video checkpoint, after the variant, whole-file key and schedule checks.
+
+    `abstract`: every component's abstract tree (`abstract_components(model, encoders)`), if already at hand.
+    """
     check_variant(state_dict, model, source=source)
     renames = official_import.file_renames(state_dict)
     renamed = official_import.rename_prefixes(state_dict, {theirs: ours for ours, theirs in renames.items()})
-    table = image_to_video_key_table(abstract_components(model, encoders), model)
+    table = image_to_video_key_table(abstract or abstract_components(model, encoders), model)
     got = {key: tuple(np.shape(value)) for key, value in renamed.items() if key not in IMAGE_EMBEDDER_UNUSED}
     check_state_dict(table, got, source=source, ignore=ignore)
     return renamed, renames, check_schedule(renamed, model, source=source)
@@ -279,13 +283,14 @@ def convert_official(files: OfficialFiles, out: str, model: ml_collections.Confi
     base_source = sources.get("unet", "videocrafter")
     base_path = getattr(files, base_source)
     base, renames, buffers = None, {}, {}
+    abstract = abstract_components(model, encoders, None if has_image(model) else names)
     if any(sources[n] == base_source for n in names):
         base = read(base_path)
         if has_image(model):
-            base, renames, buffers = read_image_to_video(base, model, encoders, source=base_path, ignore=ignore)
+            base, renames, buffers = read_image_to_video(base, model, encoders, source=base_path, ignore=ignore,
+                                                         abstract=abstract)
         else:
             buffers = check_videocrafter_keys(base, model, source=base_path, ignore=ignore)
-    abstract = abstract_components(model, encoders, names)
     modules = encoder_modules(encoders) if set(names) & set(ENCODERS) else {}
     importers = {
         "unet": lambda: official_import.unet_from_official(
