@@ -74,5 +74,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         sampling=generation.sampling,
         seed=generation.seed,
         workdir=generation.workdir,
+        mesh=generation.mesh,        # devices and processes the generation's batches are split over
         generation_batch_size=1,
     ))

@@ -13,12 +13,17 @@ metrics.json (requested / scored / skipped counts with reasons, the means, every
 the settings), per_style.{csv,md}, per_prompt.{csv,md}, contact_sheets/EEEE_S.png. Exit status 2 on
 bad input (nothing scored, a missing file under `on_missing=error`, a JSON that does not match the
 folder). Metric definitions: `stylecrafter_jax/evaluation/metrics.py`; choices: `configs/evaluation.py`.
+
+Generation splits every batch over the config's `mesh` (every device) and the processes of a
+multi-process run (`mesh.distributed`): every process runs the same command and scores the samples it
+received; process 0 writes into --out, the others into a temporary folder.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from typing import Sequence
 
 import ml_collections
@@ -33,6 +38,8 @@ from stylecrafter_jax.evaluation.flow import FlowEstimator
 from stylecrafter_jax.evaluation.metrics import OCCLUSION_ALPHA, OCCLUSION_BETA
 from stylecrafter_jax.evaluation.report import ContactSheets, write_outputs
 from stylecrafter_jax.evaluation.scoring import METRICS, FolderScores, Scorer, score_folder
+from stylecrafter_jax.parallel.distributed import is_primary, maybe_initialize
+from stylecrafter_jax.parallel.mesh import create_mesh, describe_mesh
 from stylecrafter_jax.sampling.generate import generate_eval_samples
 from stylecrafter_jax.sampling.inputs import SampleRequest, read_eval_json
 from stylecrafter_jax.sampling.pipeline import SamplingPipeline
@@ -98,17 +105,19 @@ def _requests(fv: flags.FlagValues, config: ml_collections.ConfigDict) -> list[S
     return requests[:limit] if limit else requests
 
 
-def generate(fv: flags.FlagValues, config: ml_collections.ConfigDict) -> str:
-    """Generate the JSON's entries with the weights of --checkpoint into OUT/generated; returns that folder."""
+def generate(fv: flags.FlagValues, config: ml_collections.ConfigDict, out: str) -> str:
+    """Generate the JSON's entries with the weights of --checkpoint into `out`/generated; returns that folder."""
     sampling = config.sampling
     if (sampling.mode, sampling.frames) != (config.mode, config.frames):
         raise ConfigError(f"sampling makes {sampling.mode} samples of {sampling.frames} frame(s) but the evaluation "
                           f"expects {config.mode} samples of {config.frames}: set config.frames / config.mode to match")
     check_sampling(sampling, config.model)
+    mesh = create_mesh(config.mesh)
     params, source = resolve_params(config, fv.checkpoint)
-    print(source, flush=True)
-    pipeline = SamplingPipeline(config.model, sampling, params, load_tokenizer(config.clip.tokenizer or None))
-    run_dir = os.path.join(fv.out, GENERATED_SUBDIR)
+    print(f"{source}; sampling on {describe_mesh(mesh)}", flush=True)
+    pipeline = SamplingPipeline(config.model, sampling, params, load_tokenizer(config.clip.tokenizer or None),
+                                mesh=mesh, rules=config.mesh.rules)
+    run_dir = os.path.join(out, GENERATED_SUBDIR)
     written = generate_eval_samples(pipeline, fv["eval-json"].value, fv["eval-root"].value, run_dir,
                                     batch_size=config.generation_batch_size,
                                     samples_per_prompt=config.samples_per_entry, limit=_limit(fv, config) or None,
@@ -139,20 +148,29 @@ def run(fv: flags.FlagValues) -> dict:
     if config.on_missing not in ("skip", "error"):
         raise ConfigError(f"config.on_missing: got {config.on_missing!r}, expected 'skip' or 'error'")
     requests = _requests(fv, config)
+    if fv.checkpoint is not None:
+        maybe_initialize(config.mesh.distributed)
+    with tempfile.TemporaryDirectory() as scratch:
+        return _evaluate(fv, config, requests, fv.out if is_primary() else scratch)
+
+
+def _evaluate(fv: flags.FlagValues, config: ml_collections.ConfigDict, requests: Sequence[SampleRequest],
+              out: str) -> dict:
+    """Generate (with --checkpoint) and score into `out`; returns the metrics.json document."""
     encoders = build_metric_encoders(config)
-    run_dir = fv.samples if fv.checkpoint is None else generate(fv, config)
+    run_dir = fv.samples if fv.checkpoint is None else generate(fv, config, out)
     flow = FlowEstimator(config.flow.method, config.flow.dis_preset)
     scorer = Scorer(encoders, flow, config.frames, max(r.num_refs for r in requests), fv["eval-root"].value)
-    sheets = ContactSheets(os.path.join(fv.out, "contact_sheets"), config.contact_sheet.frames,
+    sheets = ContactSheets(os.path.join(out, "contact_sheets"), config.contact_sheet.frames,
                            config.contact_sheet.height)
     scores = score_folder(requests, run_dir, scorer, samples_per_entry=config.samples_per_entry,
                           on_missing=config.on_missing,
                           on_sample=lambda request, name, video: sheets.write(request.style_paths, name, video))
-    document = write_outputs(fv.out, scores, settings(config, fv, run_dir))
+    document = write_outputs(out, scores, settings(config, fv, run_dir))
     print("\n".join(report_lines(scores, document["metrics"])))
     if not scores.rows:
         raise DataError(f"no sample could be scored out of {scores.requested} requested (reasons in "
-                        f"{os.path.join(fv.out, 'metrics.json')})")
+                        f"{os.path.join(out, 'metrics.json')})")
     return document
 
 

@@ -13,11 +13,16 @@ config's `sampling` section (`--config.sampling.steps=25`, ...). Without --check
 toy training exported to `<workdir>/export` is used if it exists, else a random initialisation; one
 line says which. Output files follow the official naming (see `stylecrafter_jax/sampling/io.py`);
 existing files are never replaced without --overwrite, and every input is checked before any is written.
+
+The batch is split over the config's `mesh` (every device; `--config.mesh.*` changes it), and over the
+processes of a multi-process run (`mesh.distributed`, started as the trainer is): every process runs
+the same command, process 0 writes the files.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from typing import Sequence
 
@@ -27,6 +32,8 @@ from ml_collections import config_flags
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
 from stylecrafter_jax.cli import flag_main
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.parallel.distributed import is_primary, maybe_initialize
+from stylecrafter_jax.parallel.mesh import create_mesh, describe_mesh
 from stylecrafter_jax.sampling.generate import GeneratedSample, generate, load_style_images
 from stylecrafter_jax.sampling.inputs import (SampleRequest, expand_samples, read_eval_json, read_prompts_file,
                                               requests_from_prompts)
@@ -103,18 +110,29 @@ def run(fv: flags.FlagValues) -> list[GeneratedSample]:
     sampling = config.sampling
     requests = _requests(fv)
     jobs = expand_samples(requests, fv["n-samples"].value)
-    writer = SampleWriter(fv.out, sampling.mode, fps=sampling.fps, gif=fv.gif, png_frames=fv["png-frames"].value,
-                          image_format=fv["image-format"].value)
+
+    def writer_into(folder: str) -> SampleWriter:
+        return SampleWriter(folder, sampling.mode, fps=sampling.fps, gif=fv.gif, png_frames=fv["png-frames"].value,
+                            image_format=fv["image-format"].value)
+
+    writer = writer_into(fv.out)
     writer.check_free(jobs, sampling.frames, fv.overwrite)
     styles = load_style_images(requests)
     if sampling.mode == "video" and writer.codec != "h264":
         print(f"note: this PyAV build has no H.264 encoder; writing MPEG-4 Part 2 ({writer.codec}) mp4 files")
+    maybe_initialize(config.mesh.distributed)
+    mesh = create_mesh(config.mesh)
     params, source = resolve_params(config, fv.checkpoint)
     print(source, flush=True)
-    pipeline = SamplingPipeline(config.model, sampling, params, load_tokenizer(fv.tokenizer), report_steps=fv.progress)
+    pipeline = SamplingPipeline(config.model, sampling, params, load_tokenizer(fv.tokenizer), report_steps=fv.progress,
+                                mesh=mesh, rules=config.mesh.rules)
+    batch_size = pipeline.round_batch(fv["batch-size"].value)
+    print(f"sampling batches of {batch_size} on {describe_mesh(mesh)}", flush=True)
     start = time.perf_counter()
-    written = generate(pipeline, jobs, writer, seed=sampling.seed, batch_size=fv["batch-size"].value,
-                       overwrite=fv.overwrite, progress=fv.progress, styles=styles)
+    with tempfile.TemporaryDirectory() as scratch:  # where the other processes' copies go
+        written = generate(pipeline, jobs, writer if is_primary() else writer_into(scratch), seed=sampling.seed,
+                           batch_size=batch_size, overwrite=fv.overwrite, progress=fv.progress and is_primary(),
+                           styles=styles)
     kind = "videos" if sampling.mode == "video" else "images"
     print(f"wrote {len(written)} {kind} ({sampling.frames}x{sampling.height}x{sampling.width}, {pipeline.num_steps} "
           f"steps) to {fv.out} in {time.perf_counter() - start:.1f} s")
