@@ -1,12 +1,12 @@
 """Training stages as ordered (regex over the `/`-joined parameter path, label) rules; first match wins.
 
-Paths are rooted at the trained tree {'unet': ..., 'adapter': ...}. Labels: "train" or "frozen".
+Paths are rooted at the trained tree {'unet': ..., 'adapter': ...} ({'unet': ..., 'projector': ...} for the
+image-to-video stages). Labels: "train" or "frozen".
 """
 
 from __future__ import annotations
 
-# The 17 temporal transformers: init_attn and child 2 of every U-Net block that has attention.
-TEMPORAL_TRANSFORMERS = r"(init_attn_0|(input_blocks_\d+|middle_block|output_blocks_\d+)/2)/"
+from stylecrafter_jax.train.stages_i2v import I2V_STAGES, TEMPORAL_TRANSFORMERS
 
 STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     # Stage 1: the style adapter (StyleTransformer, ScaleEncoder, the style K/V and LayerNorms).
@@ -26,6 +26,8 @@ STAGES: dict[str, tuple[tuple[str, str], ...]] = {
         (r"^unet/", "train"),
         (r".*", "frozen"),
     ),
+    # The image-to-video stages (DynamiCrafter's, VideoCrafter1 I2V's): stylecrafter_jax/train/stages_i2v.py.
+    **I2V_STAGES,
 }
 
 
