@@ -2,7 +2,8 @@
 
 Components: unet (base, without the style branches) with its temporal transformers, temporal convs and
 image K/V, adapter (StyleTransformer, ScaleEncoder, style K/V) with its parts, the image-to-video
-projector, and the frozen vae, text_encoder, image_encoder; a component the model lacks is not listed.
+projector, and the frozen vae, text_encoder, image_encoder; a component the model lacks is not listed;
+an image-to-video model also gets the trainable count of each of its stages (dc_*, vc_i2v).
 
 python -m stylecrafter_jax.summary --config=configs/stage2.py [--json]
 (also configs/videocrafter_i2v.py and configs/dynamicrafter.py:256|512|1024|512_interp)
@@ -28,6 +29,7 @@ from configs.stages import TEMPORAL_TRANSFORMERS, stage_rules
 from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes, unet_branch_inputs
 from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
 from stylecrafter_jax.train.masks import count_by_label, label_params, path_string
+from stylecrafter_jax.train.stages_i2v import stages_for_variant
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config), e.g. configs/stage1.py:tiny")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
@@ -68,17 +70,27 @@ def unet_forward_flops(model: ml_collections.ConfigDict, shapes: dict) -> float:
     return float(lowered.cost_analysis()["flops"])
 
 
+def stage_trainable_counts(shapes: dict, variant: str) -> dict[str, int]:
+    """Trainable parameter count of each image-to-video stage that trains the variant."""
+    return {stage: count_by_label(shapes, label_params(shapes, stage_rules(stage)))["train"]
+            for stage in stages_for_variant(variant)}
+
+
 def summarize(config: ml_collections.ConfigDict) -> dict:
-    """The summary as a dict: components, trainable and frozen counts, U-Net forward FLOPs."""
+    """The summary as a dict: components, trainable and frozen counts, U-Net forward FLOPs, and for an
+    image-to-video model the trainable count of each of its stages."""
     shapes = nn.unbox(param_shapes(config.model))
     counts = count_by_label(shapes, label_params(shapes, stage_rules(config.stage)))
     encoders = encoder_counts(config.model)
-    return {
+    summary = {
         "components": {**component_counts(shapes), **encoders},
         "trainable": counts["train"],
         "frozen": counts["frozen"] + sum(encoders.values()),  # the frozen encoders included
         "unet_forward_flops": unet_forward_flops(config.model, shapes),
     }
+    if "variant" in config.model:
+        summary["stages"] = stage_trainable_counts(shapes, config.model.variant)
+    return summary
 
 
 def format_table(summary: dict, config: ml_collections.ConfigDict) -> str:
@@ -88,8 +100,9 @@ def format_table(summary: dict, config: ml_collections.ConfigDict) -> str:
             f"{'component':<28}{'parameters':>16}"]
     rows += [f"{name:<28}{count:>16,}" for name, count in summary["components"].items()]
     rows += [f"{'trainable (' + config.stage + ')':<28}{summary['trainable']:>16,}",
-             f"{'frozen':<28}{summary['frozen']:>16,}",
-             f"{'U-Net forward FLOPs':<28}{summary['unet_forward_flops'] / 1e12:>13.3f} T"]
+             f"{'frozen':<28}{summary['frozen']:>16,}"]
+    rows += [f"{'trainable (' + stage + ')':<28}{count:>16,}" for stage, count in summary.get("stages", {}).items()]
+    rows += [f"{'U-Net forward FLOPs':<28}{summary['unet_forward_flops'] / 1e12:>13.3f} T"]
     return "\n".join(rows)
 
 

@@ -13,7 +13,7 @@ from configs.stage1 import get_config as stage1
 from configs.stage2 import get_config as stage2
 from configs.videocrafter_i2v import get_config as videocrafter_i2v
 from stylecrafter_jax.models.build import param_shapes
-from stylecrafter_jax.summary import component_counts, summarize
+from stylecrafter_jax.summary import component_counts, stage_trainable_counts, summarize
 
 UNET, ADAPTER, ENCODERS = 1_144_485_956, 111_188_161, 83_653_863 + 354_032_641 + 632_076_800
 
@@ -59,21 +59,37 @@ I2V_UNET, DC_UNET = 1_438_843_460, 1_438_854_980
 I2V_COMMON = {"unet.temporal": 278_431_616, "unet.temporal_conv": 266_891_520, "unet.image_kv": 25_559_040}
 
 
-@pytest.mark.parametrize("get_config, arg, unet, image_kv, projector", [
-    (videocrafter_i2v, None, I2V_UNET, 25_559_040, 48_541_696),
-    (dynamicrafter, "256", DC_UNET + 16, 25_559_040 + 16, 48_787_456),
-    (dynamicrafter, "512", DC_UNET, 25_559_040, 48_787_456),
-    (dynamicrafter, "1024", DC_UNET, 25_559_040, 48_787_456),
-    (dynamicrafter, "512_interp", DC_UNET, 25_559_040, 48_787_456),
+# Trainable counts of the image-to-video stages (P + image K/V; P + the U-Net without its temporal layers;
+# P + the whole U-Net): tests/train/test_i2v_stages.py derives them from the reference's sets.
+DC_STAGES = {"dc_projector": 74_346_496, "dc_adapt": 942_319_300, "dc_joint": 942_319_300,
+             "dc_finetune": 1_487_642_436}
+DC256_STAGES = {"dc_projector": 74_346_496, "dc_adapt": 942_319_316, "dc_joint": 942_319_316,
+                "dc_finetune": 1_487_642_452}
+
+
+@pytest.mark.parametrize("get_config, arg, unet, image_kv, projector, stages", [
+    (videocrafter_i2v, None, I2V_UNET, 25_559_040, 48_541_696, {"vc_i2v": 74_100_736}),
+    (dynamicrafter, "256", DC_UNET + 16, 25_559_040 + 16, 48_787_456, DC256_STAGES),
+    (dynamicrafter, "512", DC_UNET, 25_559_040, 48_787_456, DC_STAGES),
+    (dynamicrafter, "1024", DC_UNET, 25_559_040, 48_787_456, DC_STAGES),
+    (dynamicrafter, "512_interp", DC_UNET, 25_559_040, 48_787_456, {**DC_STAGES, "dc_interp": 1_487_642_436}),
 ])
-def test_image_to_video_counts_equal_the_reference(get_config, arg, unet, image_kv, projector):
-    shapes = nn.unbox(param_shapes(get_config(arg).model))
+def test_image_to_video_counts_equal_the_reference(get_config, arg, unet, image_kv, projector, stages):
+    config = get_config(arg)
+    shapes = nn.unbox(param_shapes(config.model))
     assert component_counts(shapes) == {**I2V_COMMON, "unet": unet, "unet.image_kv": image_kv, "projector": projector}
+    assert stage_trainable_counts(shapes, config.model.variant) == stages
 
 
 def test_json_output_of_an_image_to_video_config():
     out = subprocess.run([sys.executable, "-m", "stylecrafter_jax.summary", "--config=configs/dynamicrafter.py:256,tiny",
                           "--json"], capture_output=True, text=True, check=True).stdout
-    components = json.loads(out.strip().splitlines()[-1])["components"]
+    summary = json.loads(out.strip().splitlines()[-1])
+    components = summary["components"]
     assert {"unet", "unet.temporal_conv", "unet.image_kv", "projector", "image_encoder"} <= set(components)
     assert not any(name.startswith("adapter") for name in components)
+    spatial = components["unet"] - components["unet.temporal"] - components["unet.temporal_conv"]
+    assert summary["stages"] == {
+        "dc_projector": components["projector"] + components["unet.image_kv"] - 7,  # the 7 tiny α stay frozen
+        "dc_adapt": components["projector"] + spatial, "dc_joint": components["projector"] + spatial,
+        "dc_finetune": components["projector"] + components["unet"]}
