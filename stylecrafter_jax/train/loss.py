@@ -12,8 +12,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from stylecrafter_jax.diffusion.schedule import DiffusionSchedule, q_sample
+from stylecrafter_jax.diffusion.schedule import (PREDICTIONS, DiffusionSchedule, check_choice, q_sample,
+                                               velocity)
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.style import StyleAdapter, style_multipliers
 from stylecrafter_jax.models.unet3d import UNet3D
@@ -54,6 +56,21 @@ def loss_weights(schedule: DiffusionSchedule, t: jax.Array, weighting: str, cap:
         return jnp.ones(t.shape, jnp.float32)
     weights = 1.0 / jnp.asarray(schedule.alphas_cumprod)[t]
     return jnp.minimum(weights, cap) if cap > 0 else weights
+
+
+def rescale_x0(scale_arr: np.ndarray | None, x0: jax.Array, t: jax.Array) -> jax.Array:
+    """scale_arr[t]·x0 per sample (the latent rescale applied to x0 before noising), x0 itself without a curve."""
+    if scale_arr is None:
+        return x0
+    scale = jnp.asarray(scale_arr)[t]
+    return x0 * scale.reshape(scale.shape + (1,) * (x0.ndim - 1))
+
+
+def prediction_target(schedule: DiffusionSchedule, prediction: str, x0: jax.Array, t: jax.Array,
+                      noise: jax.Array) -> jax.Array:
+    """What the network learns to predict of x0 noised with `noise` at t: the noise (eps) or the velocity (v)."""
+    check_choice("model.diffusion.prediction", prediction, PREDICTIONS)
+    return noise if prediction == "eps" else velocity(schedule, x0, t, noise)
 
 
 def dropout_masks(key: jax.Array, batch: int, train: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
