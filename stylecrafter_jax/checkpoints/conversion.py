@@ -208,7 +208,11 @@ def _file_features(state_dict: Mapping[str, Any]) -> dict[str, str]:
     ztsnr = None if alphas_cumprod is None else bool(abs(float(np.asarray(alphas_cumprod)[-1])) < 1e-8)
     scale_arr = state_dict.get("scale_arr")
     base = None if scale_arr is None else round(float(np.asarray(scale_arr)[-1]), 2)
-    return _variant_features(None if conv_in is None else int(np.shape(conv_in)[1]), learned, prediction, ztsnr, base)
+    features = _variant_features(None if conv_in is None else int(np.shape(conv_in)[1]), learned, prediction, ztsnr,
+                                 base)
+    if not any(name in state_dict for name in BUFFERS):  # weights only: nothing to say about the schedule
+        del features["rescale"]
+    return features
 
 
 def check_variant(state_dict: Mapping[str, Any], model: ml_collections.ConfigDict, *, source: str) -> None:

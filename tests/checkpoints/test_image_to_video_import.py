@@ -203,3 +203,11 @@ def test_full_size_key_table_is_the_reference_checkpoint(variant, unet_keys, tot
     unused = [text[k.removeprefix("embedder.model.")] for k in IMAGE_EMBEDDER_UNUSED]  # the text tower's shapes
     assert sum(int(np.prod(s)) for s in unused) == 51_723_265
     assert sum(int(np.prod(s)) for s in table.values()) + 51_723_265 == total
+
+
+def test_a_weights_only_state_dict_is_checked_by_its_weights(official):
+    model, path, _ = official("dynamicrafter_512")
+    weights = {k: v for k, v in read_state_dict(path).items() if k not in conversion.BUFFERS}
+    conversion.check_variant(weights, model, source=path)  # no buffers: no schedule features to compare
+    with pytest.raises(CheckpointMismatchError, match="8-channel input .* expects 4-channel input"):
+        conversion.check_variant(weights, image_to_video_config("videocrafter_i2v", "tiny").model, source=path)
