@@ -105,7 +105,7 @@ def run(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = print
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
     logger = MetricsLogger(config.workdir, primary=primary, total_steps=config.train.steps, start_step=start,
                            print_fn=log)
-    periodic = PeriodicTasks(config, encoder_params, tokenizer, primary=primary, log=log) \
+    periodic = PeriodicTasks(config, encoder_params, tokenizer, primary=primary, mesh=mesh, log=log) \
         if config.train.sample_every or config.train.eval_every else None
     compiled: dict[str, tuple[Callable, float]] = {}
     peak = peak_flops_per_device(config.train.peak_flops_per_device)

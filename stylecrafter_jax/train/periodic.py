@@ -3,7 +3,8 @@
 Every `train.sample_every` steps the first `periodic.entries` entries of an official evaluation JSON are
 sampled with the current weights into `WORKDIR/samples/step_NNNNNNN/` (official file naming); every
 `train.eval_every` steps they are scored (CLIP-Text, CLIP-Style, DINO-Style, CLIP-Temp, warping error)
-and the `eval/*` scalars are returned for the training log.
+and the `eval/*` scalars are returned for the training log. Sampling splits its batches over the
+training mesh, with the parameters in the training state's shardings.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
+from jax.sharding import Mesh
 
 from configs.evaluation import get_config as evaluation_config
 from stylecrafter_jax.errors import ConfigError
@@ -27,7 +29,7 @@ class PeriodicTasks:
     """Samples and scores the configured evaluation subset with the current weights, when due."""
 
     def __init__(self, config: ml_collections.ConfigDict, encoder_params: dict[str, Any], tokenizer,
-                 *, primary: bool, log: Callable[[str], None] = print):
+                 *, primary: bool, mesh: Mesh | None = None, log: Callable[[str], None] = print):
         periodic, train = config.periodic, config.train
         if not periodic.eval_json:
             raise ConfigError("train.sample_every / train.eval_every need periodic.eval_json (an official "
@@ -36,7 +38,8 @@ class PeriodicTasks:
             raise ConfigError(f"weights_variant {config.weights_variant!r}: expected '' (the trained weights) or "
                               "'ema' (their EMA, which needs train.ema_decay > 0)")
         self.config, self.encoder_params, self.primary, self.log = config, encoder_params, primary, log
-        self.pipeline = SamplingPipeline(config.model, config.sampling, self._params(None), tokenizer)
+        self.pipeline = SamplingPipeline(config.model, config.sampling, self._params(None), tokenizer, mesh=mesh,
+                                         rules=config.mesh.rules)
         self.evaluator = None
         if train.eval_every:
             evaluation = evaluation_config(periodic.evaluation)
