@@ -337,7 +337,7 @@ class AcceleratorRun:
         for dtype in self.args.official_dtypes:
             fp16 = dtype == "fp16"
             warm = model.video(steps=1, fp16=fp16, **shape)  # cuDNN/cuBLAS set-up; times one step
-            estimate = (warm["ddim_s"] + warm["decode_s"]) * s.steps
+            estimate = warm["condition_s"] + warm["ddim_s"] * s.steps + warm["decode_s"]
             if estimate > self.budget.left():
                 self.add(skipped_row("video", "official torch", f"{dtype} autocast" if fp16 else dtype, batch,
                                      self.video_shape, f"time budget: about {estimate:.0f} s needed, "
