@@ -33,9 +33,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from configs import load_config_file
-from stylecrafter_jax.diffusion.ddim import DDIMSampler
-from stylecrafter_jax.diffusion.guidance import GuidanceInputs, make_guided_denoiser
-from stylecrafter_jax.diffusion.schedule import schedule_from_config
+from stylecrafter_jax.diffusion.ddim import make_sampler
+from stylecrafter_jax.diffusion.guidance import GuidanceInputs
+from stylecrafter_jax.diffusion.schedule import process_from_config, schedule_from_config
 from stylecrafter_jax.errors import ConfigError, StyleCrafterError
 from stylecrafter_jax.models.attention import IMPLEMENTATIONS
 from stylecrafter_jax.models.build import build_adapter, build_unet, param_shapes
@@ -192,11 +192,8 @@ def compile_sampler(config: ml_collections.ConfigDict, batch: int, mesh: Mesh) -
     model, sampling = config.model, config.sampling
     check_global_batch_size(batch, mesh)
     unet, adapter = build_unet(model), build_adapter(model)
-    denoise = make_guided_denoiser(lambda p, x, t, c, s: unet.apply({"params": p}, x, t, c, s), mode=sampling.mode,
-                                   text_scale=sampling.text_scale, style_scale=sampling.style_scale,
-                                   image_scale=sampling.image_scale, form=sampling.guidance_form)
-    sampler = DDIMSampler(denoise, schedule_from_config(model), num_steps=sampling.steps, eta=sampling.eta,
-                          clip_x0=sampling.clip_x0)
+    sampler = make_sampler(lambda p, x, t, c, s: unet.apply({"params": p}, x, t, c, s), process_from_config(model),
+                           sampling)
     f = pixels_per_latent(model)
     latent = (sampling.frames, sampling.height // f, sampling.width // f, model.unet.in_channels)
     replicated, split = NamedSharding(mesh, PartitionSpec()), batch_sharding(mesh)

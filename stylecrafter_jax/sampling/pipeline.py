@@ -3,7 +3,7 @@
 1. conditioning (one jit): CLIP text context of the prompts and of "", CLIP vision tokens of the style
    references (several per sample concatenated), the StyleAdapter's style tokens and per-layer scales
    (once per sample), and the style multipliers (1 + s)·style_weight;
-2. guided DDIM (`DDIMSampler`, one jit holding the lax.scan over steps; all guidance branches of a step
+2. guided DDIM or DPM-Solver++(2M) (`make_sampler` from `sampling`: one jit holding the lax.scan over steps; all guidance branches of a step
    in one batched U-Net call), noise per sample from fold_in(seed, index);
 3. VAE decode of every frame of the batch as one call (skipped for a pixel-space model), clamped to
    [-1, 1] and mapped to uint8 as the official code saves it: floor((x + 1) / 2 · 255).
@@ -28,9 +28,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from stylecrafter_jax.conditioning.encoders import decode_video, encode_style_images, encode_text_context
 from stylecrafter_jax.conditioning.preprocess import clip_pixels
 from stylecrafter_jax.conditioning.tokenizer import ClipTokenizer
-from stylecrafter_jax.diffusion.ddim import DDIMSampler, initial_noise, sample_keys
-from stylecrafter_jax.diffusion.guidance import GuidanceInputs, make_guided_denoiser, style_multipliers
-from stylecrafter_jax.diffusion.schedule import schedule_from_config
+from stylecrafter_jax.diffusion.ddim import initial_noise, make_sampler, sample_keys
+from stylecrafter_jax.diffusion.guidance import GuidanceInputs, style_multipliers
+from stylecrafter_jax.diffusion.schedule import process_from_config
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError, ShapeError
 from stylecrafter_jax.models.build import build_adapter, build_unet, init_params
 from stylecrafter_jax.models.clip import OpenCLIPTextTower, OpenCLIPVisionTower
@@ -122,12 +122,8 @@ class SamplingPipeline:
         self.text_tower, self.vision_tower, self.vae = build_encoders(model)
         self.report_steps = report_steps
         self.on_step: Callable[[int], None] | None = None
-        denoise = make_guided_denoiser(self._model_fn, mode=sampling.mode, text_scale=sampling.text_scale,
-                                       style_scale=sampling.style_scale, image_scale=sampling.image_scale,
-                                       form=sampling.guidance_form)
-        self.sampler = DDIMSampler(denoise, schedule_from_config(model), num_steps=sampling.steps, eta=sampling.eta,
-                                   clip_x0=sampling.clip_x0,
-                                   on_step=self._step_done if report_steps else None)
+        self.sampler = make_sampler(self._model_fn, process_from_config(model), sampling,
+                                    on_step=self._step_done if report_steps else None)
         self._empty_tokens = np.asarray(tokenizer([""]))
         self._condition = jax.jit(self._condition_fn)
         self._start = jax.jit(self._start_fn, out_shardings=(self._rows, self._rows))

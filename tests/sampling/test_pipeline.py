@@ -152,3 +152,11 @@ def test_on_a_mesh_parameters_and_batches_are_sharded_and_sample_as_on_one_devic
     # The noise is fold_in(seed, index): one device draws the same samples, up to the order of float sums.
     single = video_pipeline.latents(PROMPTS + ["a green line"], style_sets[:3], [0, 1, 2], seed=7)
     np.testing.assert_allclose(np.asarray(latents)[:3], single, rtol=0, atol=1e-4)
+
+
+def test_the_sampling_section_chooses_the_solver_and_its_spacing(tiny_video_config, tiny_random_params, tokenizer):
+    sampling = tiny_video_config.sampling.copy_and_resolve_references()
+    sampling.sampler, sampling.timestep_spacing, sampling.steps = "dpmpp_2m", "uniform_trailing", 4
+    pipe = SamplingPipeline(tiny_video_config.model, sampling, tiny_random_params, tokenizer)
+    assert pipe.sampler.sampler == "dpmpp_2m"
+    np.testing.assert_array_equal(pipe.sampler.coefficients.timesteps, [999, 749, 499, 249])
