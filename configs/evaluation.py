@@ -75,5 +75,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         seed=generation.seed,
         workdir=generation.workdir,
         mesh=generation.mesh,        # devices and processes the generation's batches are split over
+        weights_variant=generation.weights_variant,  # "" (the trained weights) or "ema"
         generation_batch_size=1,
     ))
