@@ -1,7 +1,7 @@
 """Paths that may name a bucket (gs://...) or a local folder: absolute forms, and local staging of files.
 
-Local paths go through `os.path`; URLs (anything with "://") through fsspec (gcsfs for gs://), as etils.epath
-does without TensorFlow.
+What etils.epath already does (exists, is_file, read_bytes, ... on either kind, through gcsfs) is called there;
+here: whole-file writes, uploads and local copies, through fsspec.
 ArrayRecord files are read and written by a C++ library that opens local files only, so datasets in a
 bucket are staged: built in a local folder and uploaded, or downloaded once into a local cache.
 """
@@ -28,36 +28,6 @@ def absolute(path: str | os.PathLike) -> str:
     """`path` made absolute if local; a URL unchanged."""
     path = os.fspath(path)
     return path if is_url(path) else os.path.abspath(path)
-
-
-def exists(path: str) -> bool:
-    """Whether a file or folder (a local path or an object prefix in a bucket) exists at `path`."""
-    if not is_url(path):
-        return os.path.exists(path)
-    fs, inner = fsspec.core.url_to_fs(path)
-    return fs.exists(inner)
-
-
-def is_file(path: str) -> bool:
-    """Whether `path` is a file (local) or an object (bucket)."""
-    if not is_url(path):
-        return os.path.isfile(path)
-    fs, inner = fsspec.core.url_to_fs(path)
-    return fs.isfile(inner)
-
-
-def is_dir(path: str) -> bool:
-    """Whether `path` is a folder (local) or a prefix holding objects (bucket)."""
-    if not is_url(path):
-        return os.path.isdir(path)
-    fs, inner = fsspec.core.url_to_fs(path)
-    return fs.isdir(inner)
-
-
-def read_bytes(path: str) -> bytes:
-    """The contents of a local file or a bucket object."""
-    with fsspec.open(path, "rb") as handle:
-        return handle.read()
 
 
 def write_text(path: str, text: str) -> None:

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import traverse_util
 
 from stylecrafter_jax import paths
@@ -51,7 +52,7 @@ def save_pretrained(directory: str, components: Mapping[str, Any], manifest: Map
 
 def ensure_writable(directory: str, overwrite: bool) -> None:
     """FileExistsError if `directory` already holds converted weights and `overwrite` is off."""
-    if paths.exists(os.path.join(directory, MANIFEST)) and not overwrite:
+    if epath.Path(directory, MANIFEST).exists() and not overwrite:
         raise FileExistsError(f"{paths.absolute(directory)} already holds converted weights ({MANIFEST}); "
                               "choose another directory or overwrite")
 
@@ -59,7 +60,7 @@ def ensure_writable(directory: str, overwrite: bool) -> None:
 def save_component(directory: str, name: str, params: Any, *, overwrite: bool = False) -> dict[str, int]:
     """Write one component as `<directory>/<name>/part-NNN/`; returns its parameter, leaf and part counts."""
     path = os.path.join(paths.absolute(directory), name)
-    if paths.exists(path) and not overwrite:
+    if epath.Path(path).exists() and not overwrite:
         raise FileExistsError(f"{path} exists; choose another directory or overwrite")
     flat = traverse_util.flatten_dict(nn.unbox(params), sep="/")
     parts = _split(flat)
@@ -118,10 +119,10 @@ def _json_default(value: Any) -> Any:
 def read_manifest(directory: str) -> dict[str, Any]:
     """The manifest of a converted directory; CheckpointMismatchError if there is none or it is not ours."""
     path = os.path.join(directory, MANIFEST)
-    if not paths.is_file(path):
+    if not epath.Path(path).is_file():
         raise CheckpointMismatchError(f"{directory}: not a converted-weights directory (no {MANIFEST}); "
                                       "create one with `python -m stylecrafter_jax.convert import`")
-    manifest = json.loads(paths.read_bytes(path))
+    manifest = json.loads(epath.Path(path).read_bytes())
     if manifest.get("format") != FORMAT or manifest.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointMismatchError(f"{path}: format {manifest.get('format')!r} version "
                                       f"{manifest.get('format_version')!r}, expected {FORMAT!r} <= {FORMAT_VERSION}")

@@ -20,10 +20,11 @@ from typing import Callable, Sequence
 
 import av
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from stylecrafter_jax.errors import ConfigError, DataError
-from stylecrafter_jax.paths import exists, is_url, upload_file
+from stylecrafter_jax.paths import is_url, upload_file
 from stylecrafter_jax.sampling.inputs import SampleJob
 
 IMAGE_FORMATS = ("jpg", "png")
@@ -176,7 +177,7 @@ class SampleWriter:
         """DataError listing the outputs of `jobs` that already exist, unless `overwrite`."""
         if overwrite:
             return
-        taken = [p for job in jobs for p in self.paths(job, frames) if (exists(p) if is_url(p) else os.path.lexists(p))]
+        taken = [p for job in jobs for p in self.paths(job, frames) if (epath.Path(p).exists() if is_url(p) else os.path.lexists(p))]
         if taken:
             more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
             raise DataError(f"output folder {self.root!r} already holds {', '.join(map(repr, taken[:3]))}{more}; "

@@ -14,11 +14,11 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from stylecrafter_jax.checkpoints.components import components_to_trained_tree, trained_tree_to_components
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError
-from stylecrafter_jax.paths import is_dir
 from stylecrafter_jax.sampling.pipeline import init_components
 from stylecrafter_jax.sampling.settings import required_components
 
@@ -93,7 +93,7 @@ def load_params(directory: str, model: ml_collections.ConfigDict, base: str | No
 
 def _stored_components(directory: str) -> set[str]:
     """The component names a converted directory's manifest lists (ConfigError if it is not a directory)."""
-    if not is_dir(directory):
+    if not epath.Path(directory).is_dir():
         raise ConfigError(f"checkpoint {directory!r} is not a directory: expected a converted checkpoint "
                           "(python -m stylecrafter_jax.convert import ... --out DIR)")
     return set(read_manifest(directory)["components"])
@@ -110,7 +110,7 @@ def resolve_params(config: ml_collections.ConfigDict, checkpoint: str | None) ->
     base = config.get("pretrained") or None
     variant = config.get("weights_variant") or ""
     found = checkpoint if checkpoint is not None else os.path.join(config.workdir, EXPORT_SUBDIR)
-    if checkpoint is not None or is_dir(found):
+    if checkpoint is not None or epath.Path(found).is_dir():
         params = load_params(found, config.model, base, variant)
         missing = sorted(set(required_components(config.model)) - _stored_components(found))
         line = f"weights: checkpoint {found}" if checkpoint is not None else \

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
 import ml_collections
+from etils import epath
 
 from stylecrafter_jax.checkpoints.components import trained_tree_to_components
 from stylecrafter_jax.checkpoints.pretrained import (MANIFEST, read_manifest, save_component, variant_directory,
                                                      write_manifest)
 from stylecrafter_jax.parallel.distributed import is_primary
-from stylecrafter_jax.paths import is_file
 from stylecrafter_jax.train.state import TrainState, merge
 
 EMA = "ema"
@@ -21,7 +20,7 @@ EMA = "ema"
 
 def exported_step(directory: str) -> int | None:
     """The step of the run exported to `directory`, or None when there is no export."""
-    if not is_file(os.path.join(directory, MANIFEST)):
+    if not epath.Path(directory, MANIFEST).is_file():
         return None
     return int(read_manifest(directory).get("step", -1))
 

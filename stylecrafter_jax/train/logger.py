@@ -7,9 +7,10 @@ import os
 import sys
 from typing import Any, Callable
 
+from etils import epath
 from tqdm import tqdm
 
-from stylecrafter_jax.paths import exists, is_url, read_bytes, write_text
+from stylecrafter_jax.paths import is_url, write_text
 
 
 class MetricsLogger:
@@ -30,7 +31,7 @@ class MetricsLogger:
             from tensorboardX import SummaryWriter
 
             if is_url(workdir):
-                self._rows = read_bytes(self.jsonl_path).decode() if exists(self.jsonl_path) else ""
+                self._rows = epath.Path(self.jsonl_path).read_text() if epath.Path(self.jsonl_path).exists() else ""
             else:
                 os.makedirs(workdir, exist_ok=True)
             self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))

@@ -8,6 +8,7 @@ import json
 import os
 
 import ml_collections
+from etils import epath
 
 from stylecrafter_jax import paths
 from stylecrafter_jax.checkpoints.pretrained import MANIFEST, read_manifest
@@ -21,8 +22,8 @@ def check_workdir(config: ml_collections.ConfigDict, *, write: bool) -> None:
     """Raise ConfigError if `config.workdir` holds a run whose model or stage differs; else record this one."""
     path = os.path.join(config.workdir, "config.json")
     current = json.loads(config.to_json_best_effort())
-    if paths.exists(path):
-        recorded = json.loads(paths.read_bytes(path))
+    if epath.Path(path).exists():
+        recorded = json.loads(epath.Path(path).read_bytes())
         old = _flatten({k: recorded.get(k) for k in STRUCTURAL})
         new = _flatten({k: current[k] for k in STRUCTURAL})
         diffs = [f"{key}: recorded {old.get(key)!r}, now {new.get(key)!r}" for key in sorted(set(old) | set(new))
@@ -44,8 +45,8 @@ def check_base_weights(config: ml_collections.ConfigDict, *, write: bool) -> Non
                           "random base anyway")
     path = os.path.join(config.workdir, BASE_RECORD)
     current = {"pretrained": config.pretrained, "base": base_weights_id(config)}
-    if paths.exists(path):
-        recorded = json.loads(paths.read_bytes(path))
+    if epath.Path(path).exists():
+        recorded = json.loads(epath.Path(path).read_bytes())
         if recorded["base"] != current["base"]:
             raise ConfigError(f"work directory {config.workdir} was trained on the base weights "
                               f"{_describe(recorded)}, not on {_describe(current)}: resume with the same "
@@ -60,7 +61,7 @@ def base_weights_id(config: ml_collections.ConfigDict) -> str:
     if not config.pretrained:
         return "random"
     read_manifest(config.pretrained)  # a clear error when it is not a converted directory
-    digest = hashlib.sha256(paths.read_bytes(os.path.join(config.pretrained, MANIFEST))).hexdigest()
+    digest = hashlib.sha256(epath.Path(config.pretrained, MANIFEST).read_bytes()).hexdigest()
     components = f" (components {config.pretrained_components})" if config.pretrained_components else ""
     return f"manifest sha256 {digest}{components}"
 
