@@ -50,6 +50,30 @@ def import_official(repo: str) -> dict[str, Any]:
                 UNetModel=UNetModel, attention="xformers" if XFORMERS_IS_AVAILBLE else "einsum")
 
 
+def official_style_unet(classes: dict[str, Any], model: ml_collections.ConfigDict) -> tuple[Any, Any]:
+    """(the official UNetModel with the adapter's processors installed, the StyleAdapterDualAttnAS) at the sizes
+    of `model`, in torch's own initialisation; `classes` holds those two classes (see `import_official`)."""
+    u, a = model.unet, model.adapter
+    unet = classes["UNetModel"](
+        in_channels=u.in_channels, model_channels=u.model_channels, out_channels=u.out_channels,
+        num_res_blocks=u.num_res_blocks, attention_resolutions=list(u.attention_resolutions),
+        channel_mult=list(u.channel_mult), num_head_channels=u.num_head_channels, transformer_depth=1,
+        context_dim=u.context_dim, use_linear=True, use_checkpoint=False, temporal_conv=False,
+        temporal_attention=True, temporal_selfatt_only=True, use_relative_position=True,
+        use_causal_attention=False, temporal_length=u.temporal_max_distance, addition_attention=u.addition_attention)
+    adapter = classes["StyleAdapterDualAttnAS"](
+        image_context_config={"target": "lvdm.modules.encoders.adapter.StyleTransformer",
+                              "params": dict(in_dim=a.image_dim, out_dim=a.context_dim, num_heads=a.style_heads,
+                                             num_tokens=a.style_tokens, n_layers=a.style_layers)},
+        scale_predictor_config={"target": "lvdm.modules.encoders.adapter.ScaleEncoder",
+                                "params": dict(in_dim=a.context_dim, out_dim=1, num_heads=a.scale_heads,
+                                               num_tokens=build_unet(model).num_cross_attention_layers,
+                                               n_layers=a.scale_layers)},
+        scale=1.0, use_norm=True)
+    adapter.create_cross_attention_adapter(unet)
+    return unet, adapter
+
+
 def randomize_(module: Any, seed: int) -> Any:
     """Our random_params rule in place: matrices ~ N(0, 1/fan_in), norm scales 1, biases 0, others N(0, 0.02²)."""
     import torch
@@ -99,26 +123,9 @@ class OfficialVideoModel:
         classes = import_official(repo)
         self.model, self.device = model, torch.device(device)
         self.attention = classes["attention"]  # the official attention path: "xformers" where installed, else "einsum"
-        u, a, v = model.unet, model.adapter, model.vae
-        cross_layers = build_unet(model).num_cross_attention_layers
+        v = model.vae
         with torch.device(self.device), contextlib.redirect_stdout(io.StringIO()):  # the adapter prints each layer
-            unet = classes["UNetModel"](
-                in_channels=u.in_channels, model_channels=u.model_channels, out_channels=u.out_channels,
-                num_res_blocks=u.num_res_blocks, attention_resolutions=list(u.attention_resolutions),
-                channel_mult=list(u.channel_mult), num_head_channels=u.num_head_channels, transformer_depth=1,
-                context_dim=u.context_dim, use_linear=True, use_checkpoint=False, temporal_conv=False,
-                temporal_attention=True, temporal_selfatt_only=True, use_relative_position=True,
-                use_causal_attention=False, temporal_length=u.temporal_max_distance,
-                addition_attention=u.addition_attention)
-            adapter = classes["StyleAdapterDualAttnAS"](
-                image_context_config={"target": "lvdm.modules.encoders.adapter.StyleTransformer",
-                                      "params": dict(in_dim=a.image_dim, out_dim=a.context_dim, num_heads=a.style_heads,
-                                                     num_tokens=a.style_tokens, n_layers=a.style_layers)},
-                scale_predictor_config={"target": "lvdm.modules.encoders.adapter.ScaleEncoder",
-                                        "params": dict(in_dim=a.context_dim, out_dim=1, num_heads=a.scale_heads,
-                                                       num_tokens=cross_layers, n_layers=a.scale_layers)},
-                scale=1.0, use_norm=True)
-            adapter.create_cross_attention_adapter(unet)
+            unet, adapter = official_style_unet(classes, model)
             decoder = classes["Decoder"](ch=v.ch, out_ch=v.out_ch, ch_mult=list(v.ch_mult),
                                          num_res_blocks=v.num_res_blocks, attn_resolutions=[], dropout=0.0,
                                          in_channels=v.in_channels, resolution=256, z_channels=v.z_channels)

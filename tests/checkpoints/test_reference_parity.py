@@ -22,6 +22,7 @@ from stylecrafter_jax.checkpoints.conversion import abstract_components
 from stylecrafter_jax.checkpoints.official_import import (adapter_from_official, adapter_to_official,
                                                           temporal_to_official, unet_from_official, unet_to_official)
 from stylecrafter_jax.models.build import build_adapter, build_unet
+from benchmarks.official import official_style_unet
 from tests.torch_references import numpy_state_dict, randomize_
 
 REFERENCE = os.environ.get("STYLECRAFTER_REFERENCE_DIR")
@@ -62,24 +63,9 @@ def official():
     finally:
         sys.path.remove(REFERENCE)
     model = _model()
-    u, a = model.unet, model.adapter
     torch.manual_seed(0)
-    unet = UNetModel(in_channels=u.in_channels, model_channels=u.model_channels, out_channels=u.out_channels,
-                     num_res_blocks=u.num_res_blocks, attention_resolutions=list(u.attention_resolutions),
-                     channel_mult=list(u.channel_mult), num_head_channels=u.num_head_channels, transformer_depth=1,
-                     context_dim=u.context_dim, use_linear=True, use_checkpoint=False, temporal_conv=False,
-                     temporal_attention=True, temporal_selfatt_only=True, use_relative_position=True,
-                     use_causal_attention=False, temporal_length=u.temporal_max_distance, addition_attention=True)
-    n_cross = build_unet(model).num_cross_attention_layers
-    adapter = StyleAdapterDualAttnAS(
-        image_context_config={"target": "lvdm.modules.encoders.adapter.StyleTransformer",
-                              "params": dict(in_dim=a.image_dim, out_dim=a.context_dim, num_heads=a.style_heads,
-                                             num_tokens=a.style_tokens, n_layers=a.style_layers)},
-        scale_predictor_config={"target": "lvdm.modules.encoders.adapter.ScaleEncoder",
-                                "params": dict(in_dim=a.context_dim, out_dim=1, num_heads=a.scale_heads,
-                                               num_tokens=n_cross, n_layers=a.scale_layers)},
-        scale=1.0, use_norm=True)
-    adapter.create_cross_attention_adapter(unet)
+    unet, adapter = official_style_unet(
+        {"UNetModel": UNetModel, "StyleAdapterDualAttnAS": StyleAdapterDualAttnAS}, model)
     return _unit_scales(randomize_(unet, 1)), _unit_scales(randomize_(adapter, 2))
 
 
