@@ -43,6 +43,16 @@ def randomize(shapes, seed: int = 42):
     return jax.tree_util.tree_map_with_path(one, shapes)
 
 
+def encoded_batch(model, batch: int, rng):
+    """What the frozen encoders hand a train step, random float32: latents (batch, frames, h, w, 4), the text
+    context (batch, 77, context_dim) and 5 style image tokens (batch, 5, image_dim) of the `model` section."""
+    import numpy as np
+
+    shapes = {"latents": (batch, model.frames, model.latent_height, model.latent_width, 4),
+              "text_context": (batch, 77, model.unet.context_dim), "image_tokens": (batch, 5, model.adapter.image_dim)}
+    return {key: rng.standard_normal(shape).astype(np.float32) for key, shape in shapes.items()}
+
+
 @pytest.fixture(scope="session")
 def tiny_params(tiny_model):
     """Tiny {'unet', 'adapter'} parameters with every leaf random (no zero-init), float32, unboxed."""

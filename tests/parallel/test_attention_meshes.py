@@ -19,6 +19,7 @@ from stylecrafter_jax.train.masks import TRAIN
 from stylecrafter_jax.train.optimizer import make_optimizer
 from stylecrafter_jax.train.state import TrainState, select
 from stylecrafter_jax.train.step import compile_step, make_step_fn
+from tests.conftest import encoded_batch
 
 BATCH = 4
 # Stage 1 on 16x8 images (temporal layers skipped): the top level's spatial self-attention has 128 tokens (one
@@ -35,13 +36,6 @@ def _config(attention, mesh=MESH):
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh
         config.train.learning_rate = 1e-3
     return config
-
-
-def _batch(config):
-    m, rng = config.model, np.random.default_rng(1)
-    shapes = {"latents": (BATCH, m.frames, m.latent_height, m.latent_width, 4),
-              "text_context": (BATCH, 77, m.unet.context_dim), "image_tokens": (BATCH, 5, m.adapter.image_dim)}
-    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
 
 
 def _step_fn(config, labels, tx):
@@ -62,7 +56,8 @@ def cpu_run(tiny_params):
                        rng=jax.random.PRNGKey(0))
     assert jax.tree.structure(start) == jax.tree.structure(abstract)
     return dict(mesh=mesh, labels=labels, tx=tx, shardings=shardings, start=jax.device_get(start),
-                batch=jax.device_put(_batch(config), batch_sharding(mesh)))
+                batch=jax.device_put(encoded_batch(config.model, BATCH, np.random.default_rng(1)),
+                                         batch_sharding(mesh)))
 
 
 def _one_step(attention, run):
@@ -124,7 +119,7 @@ def test_splash_train_step_aot_compiles_for_a_v5p8_topology_with_the_mosaic_kern
     tx = make_optimizer(config.train, labels)
     step_fn = _step_fn(config, labels, tx)
     state, shardings = create_state(config, tx, labels, mesh, abstract=True)
-    batch = _batch(config)
+    batch = encoded_batch(config.model, BATCH, np.random.default_rng(1))
     batch = abstract_arrays(batch, jax.tree.map(lambda _: batch_sharding(mesh), batch))
     with activation_rules(mesh, config.mesh.rules):
         compiled, _ = compile_step(step_fn, state, batch, state_shardings=shardings,

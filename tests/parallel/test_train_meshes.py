@@ -18,6 +18,7 @@ from stylecrafter_jax.train.masks import TRAIN
 from stylecrafter_jax.train.optimizer import make_optimizer
 from stylecrafter_jax.train.state import select
 from stylecrafter_jax.train.step import compile_step, make_step_fn
+from tests.conftest import encoded_batch
 
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]
 BATCH, STEPS, LARGE = 8, 2, 1024
@@ -31,26 +32,6 @@ def _config(data=1, fsdp=1, tensor=1):
         config.mesh.data, config.mesh.fsdp, config.mesh.tensor = data, fsdp, tensor
         config.train.learning_rate = 1e-3
     return config
-
-
-def _batches(config):
-    """STEPS video batches (latents (8, 4, 8, 8, 4)), as numpy."""
-    m, rng = config.model, np.random.default_rng(1)
-    shapes = {"latents": (BATCH, m.frames, m.latent_height, m.latent_width, 4),
-              "text_context": (BATCH, 77, m.unet.context_dim), "image_tokens": (BATCH, 5, m.adapter.image_dim)}
-    return [{k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()} for _ in range(STEPS)]
-
-
-def _shardings(config, tx, labels, mesh):
-    """The state shardings `create_state` gives on `mesh` (traced abstractly: nothing is compiled)."""
-    found = {}
-
-    def abstract_create():
-        state, found["shardings"] = create_state(config, tx, labels, mesh)
-        return state
-
-    jax.eval_shape(abstract_create)
-    return found["shardings"]
 
 
 def _train(shape, start=None):
@@ -69,9 +50,10 @@ def _train(shape, start=None):
         start = jax.device_get(state).replace(params=jax.tree.map(
             lambda p: p + 0.02 * rng.standard_normal(p.shape).astype(np.float32), jax.device_get(state.params)))
     else:  # the rule-given shardings on this mesh, without compiling the init again
-        shardings = _shardings(config, tx, labels, mesh)
+        _, shardings = create_state(config, tx, labels, mesh, abstract=True)
     state = jax.device_put(start, shardings)
-    batches = [jax.device_put(b, batch_sharding(mesh)) for b in _batches(config)]
+    rng = np.random.default_rng(1)  # STEPS video batches (latents (8, 4, 8, 8, 4))
+    batches = [jax.device_put(encoded_batch(config.model, BATCH, rng), batch_sharding(mesh)) for _ in range(STEPS)]
     models = LossModels(build_unet(config.model), build_adapter(config.model), make_schedule(),
                         np.zeros((1, 77, config.model.unet.context_dim), np.float32))
     abstract = abstract_arrays(batches[0])
