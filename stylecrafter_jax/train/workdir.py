@@ -22,8 +22,8 @@ def check_workdir(config: ml_collections.ConfigDict, *, write: bool) -> None:
     """Raise ConfigError if `config.workdir` holds a run whose model or stage differs; else record this one."""
     path = os.path.join(config.workdir, "config.json")
     current = json.loads(config.to_json_best_effort())
-    if epath.Path(path).exists():
-        recorded = json.loads(epath.Path(path).read_bytes())
+    recorded = _recorded_or_write(path, current, write)
+    if recorded is not None:
         old = _flatten({k: recorded.get(k) for k in STRUCTURAL})
         new = _flatten({k: current[k] for k in STRUCTURAL})
         diffs = [f"{key}: recorded {old.get(key)!r}, now {new.get(key)!r}" for key in sorted(set(old) | set(new))
@@ -31,9 +31,6 @@ def check_workdir(config: ml_collections.ConfigDict, *, write: bool) -> None:
         if diffs:
             raise ConfigError(f"work directory {config.workdir} holds a run of another config; use a new "
                               "--config.workdir or the same config:\n  " + "\n  ".join(diffs[:20]))
-        return
-    if write:  # written whole: other hosts may be reading it already
-        paths.write_text(path, json.dumps(current, indent=2, sort_keys=True))
 
 
 def check_base_weights(config: ml_collections.ConfigDict, *, write: bool) -> None:
@@ -45,15 +42,21 @@ def check_base_weights(config: ml_collections.ConfigDict, *, write: bool) -> Non
                           "random base anyway")
     path = os.path.join(config.workdir, BASE_RECORD)
     current = {"pretrained": config.pretrained, "base": base_weights_id(config)}
+    recorded = _recorded_or_write(path, current, write)
+    if recorded is not None and recorded["base"] != current["base"]:
+        raise ConfigError(f"work directory {config.workdir} was trained on the base weights "
+                          f"{_describe(recorded)}, not on {_describe(current)}: resume with the same "
+                          "--config.pretrained or use a new --config.workdir")
+
+
+def _recorded_or_write(path: str, current: dict, write: bool) -> dict | None:
+    """The record at `path`, or None when there is none yet (then `current` is written there if `write`:
+    whole, since other hosts may be reading it already)."""
     if epath.Path(path).exists():
-        recorded = json.loads(epath.Path(path).read_bytes())
-        if recorded["base"] != current["base"]:
-            raise ConfigError(f"work directory {config.workdir} was trained on the base weights "
-                              f"{_describe(recorded)}, not on {_describe(current)}: resume with the same "
-                              "--config.pretrained or use a new --config.workdir")
-        return
+        return json.loads(epath.Path(path).read_bytes())
     if write:
-        paths.write_text(path, json.dumps(current, indent=2))
+        paths.write_text(path, json.dumps(current, indent=2, sort_keys=True))
+    return None
 
 
 def base_weights_id(config: ml_collections.ConfigDict) -> str:
