@@ -7,9 +7,9 @@ that together hold the component's tree, each at most `PART_BYTES` (or one leaf)
 saves (twice for numpy input), so saving part by part keeps the extra host memory of a save to about
 two parts instead of twice the component. A variant of some components (e.g. a training run's EMA
 weights) lives in `<directory>/variants/<variant>/<component>/part-NNN/`, listed in the manifest's
-`variants`; loading a variant takes those components from it and the rest from the directory. Loading checks every stored leaf against the caller's
-abstract tree first, so the weights of another model config fail with the component and leaf named
-instead of loading silently.
+`variants`; loading a variant takes those components from it and the rest from the directory. Loading
+checks every stored leaf against the caller's abstract tree first, so the weights of another model config
+fail with the component and leaf named instead of loading silently.
 """
 
 from __future__ import annotations

@@ -330,6 +330,6 @@ def make_sampler(model_fn: Callable[..., jax.Array], process: DiffusionProcess, 
     interval = sampling.guidance_interval
     unguided = None if interval is None else make_guided_denoiser(model_fn, guided=False, **guidance)
     return DDIMSampler(denoise, process, sampler=sampling.sampler, num_steps=sampling.steps,
-                            spacing=sampling.timestep_spacing, eta=sampling.eta, clip_x0=sampling.clip_x0,
-                            unguided=unguided, guidance_interval=None if interval is None else tuple(interval),
-                            on_step=on_step)
+                       spacing=sampling.timestep_spacing, eta=sampling.eta, clip_x0=sampling.clip_x0,
+                       unguided=unguided, guidance_interval=None if interval is None else tuple(interval),
+                       on_step=on_step)

@@ -177,7 +177,8 @@ class SampleWriter:
         """DataError listing the outputs of `jobs` that already exist, unless `overwrite`."""
         if overwrite:
             return
-        taken = [p for job in jobs for p in self.paths(job, frames) if (epath.Path(p).exists() if is_url(p) else os.path.lexists(p))]
+        taken = [p for job in jobs for p in self.paths(job, frames)
+                 if (epath.Path(p).exists() if is_url(p) else os.path.lexists(p))]
         if taken:
             more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
             raise DataError(f"output folder {self.root!r} already holds {', '.join(map(repr, taken[:3]))}{more}; "

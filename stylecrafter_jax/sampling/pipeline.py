@@ -3,8 +3,9 @@
 1. conditioning (one jit): CLIP text context of the prompts and of "", CLIP vision tokens of the style
    references (several per sample concatenated), the StyleAdapter's style tokens and per-layer scales
    (once per sample), and the style multipliers (1 + s)·style_weight;
-2. guided DDIM or DPM-Solver++(2M) (`make_sampler` from `sampling`: one jit holding the lax.scan over steps; all guidance branches of a step
-   in one batched U-Net call), noise per sample from fold_in(seed, index);
+2. guided DDIM or DPM-Solver++(2M) (`make_sampler` from `sampling`: one jit holding the lax.scan over
+   steps; all guidance branches of a step in one batched U-Net call), noise per sample from
+   fold_in(seed, index);
 3. VAE decode of every frame of the batch as one call (skipped for a pixel-space model), clamped to
    [-1, 1] and mapped to uint8 as the official code saves it: floor((x + 1) / 2 · 255).
 Each jitted function is built once per pipeline, so calls of the same shapes reuse the compiled code.
