@@ -25,7 +25,7 @@ from stylecrafter_jax.diffusion.schedule import DiffusionProcess, q_sample
 from stylecrafter_jax.errors import ConfigError, ShapeError
 from stylecrafter_jax.models.image_context import Resampler
 from stylecrafter_jax.models.unet3d import UNet3D
-from stylecrafter_jax.train.loss import prediction_target, rescale_x0
+from stylecrafter_jax.train.loss import condition_drops, prediction_target, rescale_x0
 from stylecrafter_jax.train.stages_i2v import stage_inputs
 
 CONCATS = ("frame", "interp", "zeros", "none")
@@ -87,9 +87,9 @@ def draw_conditions(key: jax.Array, batch: int, settings: I2VBatchSettings) -> I
         index = jax.random.randint(key_index, (), 0, settings.frames)
     else:
         index = jnp.asarray(settings.cond_frame_index, jnp.int32)
-    r = jax.random.uniform(key_drop, (batch,))
     p = settings.uncond_prob
-    return I2VDraws(cond_index=index, drop_text=r < 2 * p, drop_image=(r >= p) & (r < 3 * p))
+    drop_text, drop_image = condition_drops(key_drop, batch, text_only=p, both=p, other_only=p)
+    return I2VDraws(cond_index=index, drop_text=drop_text, drop_image=drop_image)
 
 
 def condition_frame(per_frame: jax.Array, index: jax.Array, name: str, frames: int) -> jax.Array:

@@ -73,13 +73,17 @@ def prediction_target(schedule: DiffusionSchedule, prediction: str, x0: jax.Arra
     return noise if prediction == "eps" else velocity(schedule, x0, t, noise)
 
 
-def dropout_masks(key: jax.Array, batch: int, train: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
-    """(drop text, drop style) per sample from one uniform draw: text-only, both, style-only bands."""
+def condition_drops(key: jax.Array, batch: int, *, text_only: float, both: float, other_only: float
+                    ) -> tuple[jax.Array, jax.Array]:
+    """(drop text, drop the other condition: style or image) per sample from one uniform draw u, in bands:
+    text only for u < text_only, both up to text_only + both, the other only up to + other_only."""
     u = jax.random.uniform(key, (batch,))
-    text_only = u < train.drop_text
-    both = (u >= train.drop_text) & (u < train.drop_text + train.drop_both)
-    style_only = (u >= train.drop_text + train.drop_both) & (u < train.drop_text + train.drop_both + train.drop_style)
-    return text_only | both, style_only | both
+    return u < text_only + both, (u >= text_only) & (u < text_only + both + other_only)
+
+
+def dropout_masks(key: jax.Array, batch: int, train: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+    """(drop text, drop style) per sample: the `train.drop_text` / `drop_both` / `drop_style` bands."""
+    return condition_drops(key, batch, text_only=train.drop_text, both=train.drop_both, other_only=train.drop_style)
 
 
 def diffusion_loss(params: dict, batch: dict[str, jax.Array], key: jax.Array, models: LossModels,
