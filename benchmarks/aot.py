@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from configs import load_config_file
+from stylecrafter_jax.cli import load_config_file
 from stylecrafter_jax.diffusion.ddim import make_sampler
 from stylecrafter_jax.diffusion.guidance import GuidanceInputs
 from stylecrafter_jax.diffusion.schedule import process_from_config, schedule_from_config

@@ -1,10 +1,14 @@
-"""The shared `main` of the absl-flag commands: fresh flags per call, --help, and bad input as exit status 2."""
+"""What the commands share: `flag_main` (fresh flags per call, --help, bad input as exit status 2) and loading
+a `get_config(arg)` config file by path."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
 from typing import Any, Callable, Sequence
 
+import ml_collections
 from absl import flags
 
 from stylecrafter_jax.errors import ConfigError, StyleCrafterError
@@ -35,3 +39,15 @@ def flag_main(argv: Sequence[str], doc: str, define_flags: Callable[[flags.FlagV
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """`get_config(ARG)` of a `PATH.py[:ARG]` config file (".py" may be left out)."""
+    path, _, arg = spec.partition(".py:")
+    path = path if path.endswith(".py") else path + ".py"
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config {spec!r}: no such config file {path!r}")
+    module_spec = importlib.util.spec_from_file_location(f"_config_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)

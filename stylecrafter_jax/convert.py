@@ -26,13 +26,13 @@ import ml_collections
 
 from stylecrafter_jax.checkpoints import conversion
 from stylecrafter_jax.checkpoints.torch_files import EXPORT_DTYPES
+from stylecrafter_jax.cli import load_config_file
 from stylecrafter_jax.errors import ConfigError, StyleCrafterError
 from stylecrafter_jax.paths import absolute
 
 
 def load_configs(spec: str) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict | None]:
     """(model section, encoder configs or None) of a size name or a `CONFIG.py[:ARG]` file."""
-    from configs import load_config_file
     from configs.models import SIZES, model_config
 
     if spec in SIZES:
