@@ -225,6 +225,7 @@ def row(compiled: Any, seconds: float, chip: Chip, chips: int) -> dict[str, Any]
     total = arguments + outputs - aliased + temporaries + memory.generated_code_size_in_bytes
     per_chip_flops = float(cost.get("flops", 0.0))
     estimate = float(cost.get("optimal_seconds", 0.0))
+    estimate = estimate if estimate > 0 else None  # libtpu's v6e model can return a negative figure: none then
     return {
         "compile_s": round(seconds, 1),
         "arguments_gib": arguments / GIB, "outputs_gib": outputs / GIB, "temporaries_gib": temporaries / GIB,
@@ -232,7 +233,7 @@ def row(compiled: Any, seconds: float, chip: Chip, chips: int) -> dict[str, Any]
         "tflop_per_step": per_chip_flops * chips / 1e12, "tflop_per_chip": per_chip_flops / 1e12,
         "bound_s": per_chip_flops / chip.peak,
         "estimate_s": estimate,
-        "estimated_mfu": per_chip_flops / chip.peak / estimate if estimate > 0 else 0.0,
+        "estimated_mfu": None if estimate is None else per_chip_flops / chip.peak / estimate,
         **{name: len(re.findall(rf"\b{name}(?:-start)?\(", hlo)) for name in COLLECTIVES},
     }
 
@@ -252,7 +253,8 @@ def markdown(r: dict[str, Any]) -> str:
              r["remat"], f"{r['compile_s']:.0f}", f"{r['arguments_gib']:.2f}", f"{r['outputs_gib']:.2f}",
              f"{r['temporaries_gib']:.2f}", f"{r['total_gib']:.1f} / {r['hbm_gib']:.0f}",
              "yes" if r["fits"] else "no", f"{r['tflop_per_step']:.1f}", f"{r['bound_s']:.3f}",
-             f"{r['estimate_s']:.3f}", f"{100 * r['estimated_mfu']:.0f}%", f"{r['estimate_per_sample_s']:.3f}",
+             *(("n/a",) * 3 if r["estimate_s"] is None else (f"{r['estimate_s']:.3f}", f"{100 * r['estimated_mfu']:.0f}%",
+                                                               f"{r['estimate_per_sample_s']:.3f}")),
              r["all-gather"], r["reduce-scatter"],
              r["all-reduce"]]
     return "| " + " | ".join(str(c) for c in cells) + " |"
@@ -283,7 +285,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                      "batch": batch, "mesh": ",".join(str(s) for s in mesh.shape.values()),
                      "dtype": config.model.dtype, "attention": config.model.attention,
                      "remat": config.model.remat_policy, **row(compiled, seconds, chip, mesh.size)})
-        rows[-1]["estimate_per_sample_s"] = rows[-1]["estimate_s"] * steps / batch
+        estimate = rows[-1]["estimate_s"]
+        rows[-1]["estimate_per_sample_s"] = None if estimate is None else estimate * steps / batch
         print(json.dumps(rows[-1]) if args.json else (header() + "\n" if len(rows) == 1 else "") + markdown(rows[-1]),
               flush=True)
     return rows
