@@ -62,7 +62,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
 from benchmarks.sample import REFERENCE_VIDEO_FLOPS, FixedTokenizer, unet_flops  # noqa: E402
 from configs.inference import get_config  # noqa: E402
@@ -70,6 +69,7 @@ from stylecrafter_jax.conditioning.encoders import decode_video  # noqa: E402
 from stylecrafter_jax.diffusion.ddim import sample_keys  # noqa: E402
 from stylecrafter_jax.diffusion.schedule import schedule_from_config  # noqa: E402
 from stylecrafter_jax.errors import ConfigError  # noqa: E402
+from stylecrafter_jax.parallel.arrays import batch_sharding  # noqa: E402
 from stylecrafter_jax.sampling.pipeline import SamplingPipeline  # noqa: E402
 from stylecrafter_jax.sampling.settings import pixels_per_latent  # noqa: E402
 from stylecrafter_jax.sampling.weights import random_params  # noqa: E402
@@ -529,8 +529,8 @@ class TrainStep:
         tokens = (m.image_encoder.image_size // m.image_encoder.patch_size) ** 2 + 1
         arrays = {"latents": self.latent_shape(batch), "text_context": (batch, m.unet.text_length, m.unet.context_dim),
                   "image_tokens": (batch, tokens, m.adapter.image_dim)}
-        sharding = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp")))
-        return {k: jax.device_put(rng.standard_normal(s, np.float32), sharding) for k, s in arrays.items()}
+        return {k: jax.device_put(rng.standard_normal(s, np.float32), batch_sharding(self.mesh))
+                for k, s in arrays.items()}
 
     def measure(self, batch: int) -> dict[str, Any]:
         """Compile the step at `batch`, run it once, time `steps` more; OutOfMemory where it does not fit."""
@@ -545,10 +545,9 @@ class TrainStep:
             arrays = self.batch(batch)
             mode = "skip" if self.stage == "stage1" else "full"
             fn = make_step_fn(self.models, self.tx, self.labels, self.config.train, mode)
-            rows = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp")))
             with activation_rules(self.mesh, self.config.mesh.rules):
                 compiled, flops = compile_step(fn, self.state, abstract_arrays(arrays), state_shardings=self.shardings,
-                                               batch_shardings=rows, log=lambda _: None)
+                                               batch_shardings=batch_sharding(self.mesh), log=lambda _: None)
             compile_s = time.perf_counter() - start
             memory = compiled.memory_analysis()
             need = None if memory is None else memory.temp_size_in_bytes + memory.output_size_in_bytes \
