@@ -33,7 +33,7 @@ def write_files(directory: str, dtype: str) -> dict[str, str]:
     """Full-size model.ckpt (U-Net only), temporal and adapter files, tensor by tensor from the key maps."""
     import torch
 
-    from configs.models import model_config
+    from stylecrafter_jax.models.sizes import model_config
     from stylecrafter_jax.checkpoints import official_import
     from stylecrafter_jax.checkpoints.conversion import abstract_components
     from stylecrafter_jax.checkpoints.key_maps import expected_torch_shapes, flat_shapes
@@ -80,8 +80,8 @@ def _memory_sampler(pid: int, peaks: dict[str, int], stop: threading.Event) -> N
 WRITER = "import json, sys; from benchmarks.convert import write_files; print(json.dumps(write_files(*sys.argv[1:])))"
 IMPORT = """
 import json, sys, time
-from configs.models import model_config
 from stylecrafter_jax.checkpoints import conversion
+from stylecrafter_jax.models.sizes import model_config
 import torch  # imported before the clock starts, as the converter does on its first pickle
 args = json.loads(sys.argv[1])
 start = time.perf_counter()

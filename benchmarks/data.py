@@ -23,8 +23,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from configs.data import data_config
 from stylecrafter_jax.data.build import build_dataset
+from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.iterators import make_iterator
 
 IMAGE_SIZES = ((768, 1024), (1024, 768), (900, 1200), (1080, 1920), (800, 800))

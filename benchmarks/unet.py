@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs.models import model_config
 from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes
+from stylecrafter_jax.models.sizes import model_config
 
 
 def benchmark(size: str, repeats: int, dtype: str, batch: int) -> dict:

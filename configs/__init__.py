@@ -1,1 +1,1 @@
-"""ml_collections configs: `get_config(arg)` files (stage1, stage2, toy) and their shared parts."""
+"""ml_collections config files, one run each: `get_config(arg)`, loaded by path; the package never imports them."""

@@ -11,70 +11,16 @@ instead of `--samples`, it first generates every entry into `--out/generated` wi
 `sampling` sections (those of configs/inference.py; `--config.sampling.steps=25` etc. override them).
 `arg`: "video" (16 frames expected, default) or "image" (1 frame), optionally ",tiny" (tiny encoders,
 and the tiny model of configs/inference.py:tiny with its 4-frame 64x64 videos, for tests).
-
-Recorded choices (the paper does not fix them):
-- CLIP: OpenCLIP ViT-H/14 laion2b_s32b_b79k (as the authors said), projected embeddings.
-- DINO: ViT-B/16 (`facebook/dino-vitb16`), CLS token after the final LayerNorm.
-- Preprocessing of both: bicubic short-side resize to 224 and centre crop (open_clip's transform);
-  CLIP mean/std for CLIP, ImageNet mean/std for DINO.
-- Flow for the warping error: OpenCV DIS ("medium" preset), or Farnebäck; not the paper's (unknown) model.
+The recorded metric choices are in `stylecrafter_jax.evaluation.defaults`.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from configs.inference import get_config as inference_config
-from stylecrafter_jax.errors import ConfigError
-from stylecrafter_jax.sampling.settings import switch_mode
-
-MODES = {"video": 16, "image": 1}
-
-
-def dino_config(size: str) -> ml_collections.ConfigDict:
-    """DinoViT fields: "full" is ViT-B/16 at 224 (facebook/dino-vitb16), "tiny" a 2-block width-32 ViT at 32 px."""
-    full = dict(image_size=224, patch_size=16, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
-                layer_norm_eps=1e-12)
-    tiny = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-    if size not in ("full", "tiny"):
-        raise ConfigError(f"DINO size {size!r}: expected 'full' or 'tiny'")
-    return ml_collections.ConfigDict({**full, **(tiny if size == "tiny" else {})})
+from stylecrafter_jax.evaluation.defaults import evaluation_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The evaluation config for `arg` = "video" | "image" [",tiny"]."""
-    parts = (arg or "video").split(",")
-    mode, size = parts[0], parts[1] if len(parts) > 1 else "full"
-    if mode not in MODES or size not in ("full", "tiny") or len(parts) > 2:
-        raise ConfigError(f"evaluation config arg {arg!r}: expected 'video' or 'image', optionally ',tiny'")
-    tiny = size == "tiny"
-    generation = inference_config(("tiny," if tiny else "") + ("image" if mode == "image" else ""))
-    switch_mode(generation.sampling, generation.model, mode)
-    return ml_collections.ConfigDict(dict(
-        mode=mode,
-        frames=4 if tiny and mode == "video" else MODES[mode],  # expected per sample; fewer: skipped, more: cut
-        samples_per_entry=1,        # samples EEEE_0 .. EEEE_{n-1} of each JSON entry
-        limit=0,                    # score only the first `limit` entries (0: all)
-        batch_size=4 if tiny else 16,  # images per encoder call and samples per metric call
-        on_missing="skip",          # missing style/sample files or too few frames: "skip" (counted) or "error"
-        clip=dict(
-            size=size,              # configs/encoders.py size of the OpenCLIP towers
-            checkpoint="",          # file or folder: open_clip_pytorch_model.bin / open_clip_model.safetensors
-            format="open_clip",     # "open_clip" (open_clip state dict) or "hf" (transformers CLIPModel)
-            tokenizer="",           # "": open_clip's BPE vocabulary; else a Hugging Face tokenizer folder
-        ),
-        dino=dict(
-            model=dino_config(size),
-            checkpoint="",          # file or folder holding facebook/dino-vitb16's model.safetensors
-        ),
-        flow=dict(method="dis", dis_preset="medium"),  # "dis" or "farneback"
-        contact_sheet=dict(frames=8, height=128 if not tiny else 32),  # frames shown (evenly spaced), pixels
-        # generation (--checkpoint): the sampling model and settings, seed, samples per generation batch
-        model=generation.model,
-        sampling=generation.sampling,
-        seed=generation.seed,
-        workdir=generation.workdir,
-        mesh=generation.mesh,        # devices and processes the generation's batches are split over
-        weights_variant=generation.weights_variant,  # "" (the trained weights) or "ema"
-        generation_batch_size=1,
-    ))
+    return evaluation_config(arg)

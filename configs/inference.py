@@ -12,23 +12,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.args import parse_arg
-from configs.base import base_config
-from configs.sampling import get_sampling_config
-from stylecrafter_jax.sampling.settings import pixels_per_latent
+from stylecrafter_jax.config_arg import parse_arg
+from stylecrafter_jax.defaults import inference_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The model of the named size with the sampling section of its mode (video unless "image")."""
     size, words = parse_arg(arg, allowed=("image",))
-    mode = "image" if "image" in words else "video"
-    config = base_config(size, "stage2")
-    with config.unlocked():
-        config.workdir = f"runs/inference-{size}"
-        config.sampling = get_sampling_config(mode)
-        if size != "full":  # the model's own latent size
-            factor = pixels_per_latent(config.model)
-            config.sampling.height = config.model.latent_height * factor
-            config.sampling.width = config.model.latent_width * factor
-            config.sampling.frames = 1 if mode == "image" else config.model.frames
-    return config
+    return inference_config(size, "image" if "image" in words else "video")

@@ -4,8 +4,8 @@ Command: python -m stylecrafter_jax.train --config=configs/stage1.py   (a local 
 --config=configs/stage1.py:tiny,synthetic). Trains 111,188,161 parameters at full size.
 """
 
-from configs.args import parse_arg
-from configs.base import base_config
+from stylecrafter_jax.config_arg import parse_arg
+from stylecrafter_jax.defaults import base_config
 
 
 def get_config(arg: str | None = None):

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.base import base_config
-from configs.sampling import get_sampling_config
+from stylecrafter_jax.defaults import base_config
+from stylecrafter_jax.sampling.settings import get_sampling_config
 
 IMAGE_SIZE = 16
 STYLE_SIZE = 28  # the tiny CLIP vision tower's input

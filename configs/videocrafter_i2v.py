@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.args import parse_arg
-from configs.image_to_video import image_to_video_config
+from stylecrafter_jax.config_arg import parse_arg
+from stylecrafter_jax.defaults import image_to_video_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

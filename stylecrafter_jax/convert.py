@@ -9,10 +9,10 @@
   python -m stylecrafter_jax.convert export --checkpoint DIR --component adapter|temporal|unet|projector
       --out FILE.pth|FILE.safetensors [--dtype float32|float16|bfloat16]
 
-`--config` is a model size of `configs/models.py` or a config file whose `get_config(ARG)` returns a
+`--config` is a model size of `stylecrafter_jax/models/sizes.py` or a config file whose `get_config(ARG)` returns a
 config with a `model` section, or a model section itself. The encoders come from a top-level `encoders`
 section (`vae`, `text_encoder`, `image_encoder`), else from the model section's own encoder sections,
-else from `configs/encoders.py` at the model's size.
+else from the encoder size tables (`stylecrafter_jax/models/sizes.py`) at the model's size.
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ from stylecrafter_jax.checkpoints import conversion
 from stylecrafter_jax.checkpoints.torch_files import EXPORT_DTYPES
 from stylecrafter_jax.cli import load_config_file
 from stylecrafter_jax.errors import ConfigError, StyleCrafterError
+from stylecrafter_jax.models.sizes import SIZES, model_config
 from stylecrafter_jax.paths import absolute
 
 
 def load_configs(spec: str) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict | None]:
     """(model section, encoder configs or None) of a size name or a `CONFIG.py[:ARG]` file."""
-    from configs.models import SIZES, model_config
-
     if spec in SIZES:
         model = model_config(spec)
         encoders = None

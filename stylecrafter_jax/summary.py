@@ -25,11 +25,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from configs.stages import TEMPORAL_TRANSFORMERS, stage_rules
 from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes, unet_branch_inputs
 from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
 from stylecrafter_jax.train.masks import count_by_label, label_params, path_string
-from stylecrafter_jax.train.stages_i2v import stages_for_variant
+from stylecrafter_jax.train.stages import TEMPORAL_TRANSFORMERS, stage_rules, stages_for_variant
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config), e.g. configs/stage1.py:tiny")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")

@@ -13,10 +13,10 @@ import sys
 import jax
 import numpy as np
 
-from configs.data import data_config
 from configs.toy import STYLE_SIZE, get_config
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.data.build import build_dataset
+from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.errors import DataError
 from stylecrafter_jax.sampling.inputs import SampleJob, SampleRequest

@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_model():
     """The `model` config section of the tiny size."""
-    from configs.models import model_config
+    from stylecrafter_jax.models.sizes import model_config
 
     return model_config("tiny")
 
@@ -68,7 +68,7 @@ def tiny_variant():
     """variant -> (tiny `model` config, its random {'unet', 'projector'} parameters) of an image-to-video model."""
     import flax.linen as nn
 
-    from configs.image_to_video import image_to_video_config
+    from stylecrafter_jax.defaults import image_to_video_config
     from stylecrafter_jax.models.build import param_shapes
 
     built = {}

@@ -13,13 +13,13 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from configs.models import model_config
 from stylecrafter_jax.checkpoints.conversion import CONVERTER_VERSION, abstract_components, encoder_configs
 from stylecrafter_jax.checkpoints.official_import import UNET_PREFIX, temporal_module_paths
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.checkpoints.synthetic import write_official_files
 from stylecrafter_jax.convert import main
 from stylecrafter_jax.diffusion.schedule import make_schedule
+from stylecrafter_jax.models.sizes import model_config
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_safetensors_export_and_half_precision(converted, tmp_path):
 
 
 WIDE_CONFIG = """
-from configs.models import model_config
+from stylecrafter_jax.models.sizes import model_config
 
 
 def get_config(arg=None):

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from configs.encoders import image_encoder_config, text_encoder_config, vae_config
+from stylecrafter_jax.models.sizes import image_encoder_config, text_encoder_config, vae_config
 
 
 def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:

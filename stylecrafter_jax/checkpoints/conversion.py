@@ -43,7 +43,7 @@ from stylecrafter_jax.checkpoints.torch_files import (PICKLE_SUFFIXES, file_reco
 from stylecrafter_jax.checkpoints.torch_layout import check_state_dict, format_mismatch
 from stylecrafter_jax.diffusion.schedule import DiffusionSchedule, process_from_buffers, process_from_config
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError
-from stylecrafter_jax.models import variants
+from stylecrafter_jax.models import sizes, variants
 from stylecrafter_jax.models.build import has_image, param_shapes
 from stylecrafter_jax.models.clip import OpenCLIPTextTower, OpenCLIPVisionTower
 from stylecrafter_jax.models.vae import AutoencoderKL
@@ -76,15 +76,13 @@ class OfficialFiles:
 
 
 def encoder_configs(size: str) -> ml_collections.ConfigDict:
-    """{'vae', 'text_encoder', 'image_encoder'} module fields of `configs/encoders.py` for a size."""
-    from configs import encoders
-
-    if size not in encoders.SIZES:
-        raise ConfigError(f"no encoder config for size {size!r} (have {encoders.SIZES}); give a config with an "
-                          "`encoders` section or leave the encoders out (--only unet,adapter)")
-    return ml_collections.ConfigDict({"vae": encoders.vae_config(size),
-                                      "text_encoder": encoders.text_encoder_config(size),
-                                      "image_encoder": encoders.image_encoder_config(size)})
+    """{'vae', 'text_encoder', 'image_encoder'} module fields of the encoder size tables for a size."""
+    if size not in sizes.ENCODER_SIZES:
+        raise ConfigError(f"no encoder config for size {size!r} (have {sizes.ENCODER_SIZES}); give a config with "
+                          "an `encoders` section or leave the encoders out (--only unet,adapter)")
+    return ml_collections.ConfigDict({"vae": sizes.vae_config(size),
+                                      "text_encoder": sizes.text_encoder_config(size),
+                                      "image_encoder": sizes.image_encoder_config(size)})
 
 
 def model_encoder_configs(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict | None:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs.encoders import image_encoder_config, text_encoder_config
+from stylecrafter_jax.models.sizes import image_encoder_config, text_encoder_config
 from stylecrafter_jax.checkpoints.clip_import import (text_params_from_hf, text_params_from_open_clip,
                                                       vision_params_from_hf, vision_params_from_open_clip)
 from stylecrafter_jax.checkpoints.dino_import import dino_params_from_hf
@@ -115,7 +115,7 @@ def build_metric_encoders(config: ml_collections.ConfigDict) -> MetricEncoders:
     for name, path in (("clip", config.clip.checkpoint), ("dino", config.dino.checkpoint)):
         if not path:
             raise ConfigError(f"evaluation {name}.checkpoint is empty: set --config.{name}.checkpoint to the "
-                              f"metric encoder's weights (see configs/evaluation.py)")
+                              f"metric encoder's weights (see stylecrafter_jax/evaluation/defaults.py)")
     params = clip_params(read_state_dict(resolve_checkpoint(config.clip.checkpoint, CLIP_FILES)), config.clip.format,
                          text, vision)
     params["dino"] = dino_params_from_hf(read_state_dict(resolve_checkpoint(config.dino.checkpoint, DINO_FILES)), dino)

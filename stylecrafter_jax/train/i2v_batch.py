@@ -26,7 +26,7 @@ from stylecrafter_jax.errors import ConfigError, ShapeError
 from stylecrafter_jax.models.image_context import Resampler
 from stylecrafter_jax.models.unet3d import UNet3D
 from stylecrafter_jax.train.loss import condition_drops, prediction_target, rescale_x0
-from stylecrafter_jax.train.stages_i2v import stage_inputs
+from stylecrafter_jax.train.stages import stage_inputs
 
 CONCATS = ("frame", "interp", "zeros", "none")
 """The VDG concat: the conditioning frame repeated, first and last frame with zeros between, zeros, no input."""

@@ -14,7 +14,7 @@ import optax
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from configs.stages import stage_rules
+from stylecrafter_jax.train.stages import stage_rules
 from stylecrafter_jax.models.build import init_params, param_shapes
 from stylecrafter_jax.parallel.init import abstract_sharded, init_sharded
 from stylecrafter_jax.train.masks import FROZEN, label_params

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.experimental import multihost_utils
 
-from configs.stages import stage_rules
+from stylecrafter_jax.train.stages import stage_rules
 from stylecrafter_jax.checkpoints.run_checkpoints import RunCheckpointer
 from stylecrafter_jax.conditioning.encoders import encode_text_context
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
-from configs.evaluation import get_config as evaluation_config
+from stylecrafter_jax.evaluation.defaults import evaluation_config
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.evaluation.periodic import make_periodic_evaluator, pipeline_sample_fn
 from stylecrafter_jax.sampling.generate import generate_eval_samples

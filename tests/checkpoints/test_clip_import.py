@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from configs.encoders import image_encoder_config, text_encoder_config
+from stylecrafter_jax.models.sizes import image_encoder_config, text_encoder_config
 from stylecrafter_jax.checkpoints.clip_import import (hf_text_key, open_clip_key, text_param_shapes,
                                                       text_params_from_hf, text_params_from_open_clip,
                                                       text_params_to_open_clip, vision_param_shapes,

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.image_to_video import image_to_video_config
 from stylecrafter_jax.checkpoints import conversion, official_import
 from stylecrafter_jax.checkpoints.official_keys import UNET_PREFIX
+from stylecrafter_jax.defaults import image_to_video_config
 from stylecrafter_jax.models.build import build_projector, build_unet
 from tests.checkpoints.make_i2v_parity import (CONTEXT_DIM, DC_TOKENS_PER_FRAME, FRAMES, PROJECTOR_KWARGS, TEXT,
                                                UNET_KWARGS, VC_TOKENS, i2v_state_dict)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from configs.image_to_video import image_to_video_config
 from stylecrafter_jax.checkpoints import clip_import, conversion, official_import, vae_import
 from stylecrafter_jax.checkpoints.official_keys import IMAGE_EMBEDDER_UNUSED, PROJECTOR_PREFIX, UNET_PREFIX
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.checkpoints.synthetic import write_image_to_video_file
 from stylecrafter_jax.checkpoints.torch_files import read_state_dict
 from stylecrafter_jax.convert import main
+from stylecrafter_jax.defaults import image_to_video_config
 from stylecrafter_jax.diffusion.schedule import make_schedule, process_from_buffers, process_from_config
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError
 

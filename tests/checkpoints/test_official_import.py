@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from configs.models import model_config
 from stylecrafter_jax.checkpoints import official_import as oi
 from stylecrafter_jax.checkpoints.components import split_processors, trained_tree_to_components
 from stylecrafter_jax.checkpoints.conversion import check_videocrafter_keys, encoder_configs
@@ -22,6 +21,7 @@ from stylecrafter_jax.checkpoints.torch_files import read_state_dict, write_stat
 from stylecrafter_jax.diffusion.schedule import make_schedule
 from stylecrafter_jax.errors import CheckpointMismatchError
 from stylecrafter_jax.models.build import param_shapes
+from stylecrafter_jax.models.sizes import model_config
 from tests.checkpoints.official_tables import adapter_table, random_tensors, shape, temporal_table, unet_table
 
 

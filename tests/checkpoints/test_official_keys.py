@@ -7,13 +7,13 @@ import flax.linen as nn
 import numpy as np
 import pytest
 
-from configs.models import model_config
 from stylecrafter_jax.checkpoints.components import trained_tree_to_components
 from stylecrafter_jax.checkpoints.key_maps import flat_shapes
 from stylecrafter_jax.checkpoints.official_import import temporal_module_paths
 from stylecrafter_jax.checkpoints.official_keys import UNET_PREFIX, adapter_key, unet_key
 from stylecrafter_jax.checkpoints.torch_layout import to_torch
 from stylecrafter_jax.models.build import param_shapes
+from stylecrafter_jax.models.sizes import model_config
 from tests.checkpoints.official_tables import (TRANSFORMS, adapter_table, shape, temporal_table,
                                                unet_table)
 

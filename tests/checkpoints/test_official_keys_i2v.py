@@ -7,9 +7,9 @@ import flax.linen as nn
 import numpy as np
 import pytest
 
-from configs.image_to_video import image_to_video_config
 from stylecrafter_jax.checkpoints.clip_import import vision_param_shapes
 from stylecrafter_jax.checkpoints.key_maps import flat_shapes
+from stylecrafter_jax.defaults import image_to_video_config
 from stylecrafter_jax.checkpoints.official_keys import (IMAGE_EMBEDDER_PREFIX, IMAGE_EMBEDDER_UNUSED,
                                                         PROJECTOR_PREFIX, UNET_PREFIX, image_embedder_key,
                                                         projector_key, unet_key)

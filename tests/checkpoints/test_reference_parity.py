@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.models import model_config
 from stylecrafter_jax.checkpoints.components import components_to_trained_tree, trained_tree_to_components
 from stylecrafter_jax.checkpoints.conversion import abstract_components
+from stylecrafter_jax.models.sizes import model_config
 from stylecrafter_jax.checkpoints.official_import import (adapter_from_official, adapter_to_official,
                                                           temporal_to_official, unet_from_official, unet_to_official)
 from stylecrafter_jax.models.build import build_adapter, build_unet

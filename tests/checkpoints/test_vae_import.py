@@ -10,8 +10,8 @@ import pytest
 from flax import traverse_util
 from safetensors.numpy import load_file
 
-from configs.encoders import vae_config
 from stylecrafter_jax.checkpoints.key_maps import expected_torch_shapes
+from stylecrafter_jax.models.sizes import vae_config
 from stylecrafter_jax.checkpoints.vae_import import (VAE_PREFIX, official_vae_key, vae_param_shapes,
                                                      vae_params_from_diffusers, vae_params_from_official,
                                                      vae_params_to_official)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.encoders import image_encoder_config, text_encoder_config, vae_config
+from stylecrafter_jax.models.sizes import image_encoder_config, text_encoder_config, vae_config
 from stylecrafter_jax.conditioning.encoders import (decode_video, encode_style_images, encode_text,
                                                     encode_text_context, encode_video)
 from stylecrafter_jax.errors import ShapeError

@@ -2,9 +2,10 @@
 
 import pytest
 
-from configs.evaluation import dino_config, get_config
+from configs.evaluation import get_config
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.dino import DinoViT
+from stylecrafter_jax.models.sizes import dino_config
 
 
 def test_modes_and_sizes():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from configs.sampling import get_sampling_config
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.sampling.settings import get_sampling_config
 
 
 def test_video_defaults_are_the_shipped_run():

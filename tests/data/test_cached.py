@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from configs.data import data_config
 from stylecrafter_jax.data.cached import build_cached_dataset
+from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.iterators import make_iterator
 from stylecrafter_jax.data.pipeline import DataIterator
 from stylecrafter_jax.data.readers import open_tfds

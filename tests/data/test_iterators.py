@@ -5,8 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from configs.data import data_config, get_config
+from configs.data import get_config
 from configs.toy import get_config as toy_config
+from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.iterators import make_iterator
 from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.errors import ConfigError, DataError

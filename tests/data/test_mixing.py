@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from configs.data import data_config
+from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.iterators import make_iterator
 from stylecrafter_jax.data.mixing import MixedIterator
 from stylecrafter_jax.errors import ConfigError

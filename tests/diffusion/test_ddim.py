@@ -11,7 +11,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from stylecrafter_jax.diffusion.ddim import (DDIMSampler, ddim_timesteps, ddim_update, dpmpp_2m_update,
                                              initial_noise, predict_x0_eps, sample_keys, sampler_steps,
                                              step_coefficients, step_noise)
-from configs.models import model_config
+from stylecrafter_jax.models.sizes import model_config
 from tests.diffusion.references import reference_ddim_loop
 from stylecrafter_jax.diffusion.schedule import (DiffusionProcess, make_schedule, process_from_buffers,
                                                  process_from_config, rescale_curve)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
-from configs.sampling import get_sampling_config
+from stylecrafter_jax.sampling.settings import get_sampling_config
 from stylecrafter_jax.diffusion.ddim import (DDIMSampler, ddim_update, initial_noise, make_sampler, predict_x0_eps,
                                              sample_keys, step_noise)
 from stylecrafter_jax.diffusion.guidance import (GuidanceInputs, make_guided_denoiser, rescale_guidance,

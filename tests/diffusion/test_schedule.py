@@ -5,8 +5,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from configs.models import model_config
 from configs.toy import get_config as toy_config
+from stylecrafter_jax.models.sizes import model_config
 from stylecrafter_jax.diffusion.schedule import (check_schedule_buffers, make_schedule, predict_eps_from_v,
                                                  predict_x0_from_eps, predict_x0_from_v, process_from_buffers,
                                                  process_from_config, q_sample, rescale_curve, schedule_from_config,

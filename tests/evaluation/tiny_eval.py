@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 from safetensors.numpy import save_file
 
-from configs.evaluation import dino_config, get_config
+from configs.evaluation import get_config
+from stylecrafter_jax.models.sizes import dino_config
 from tests.torch_references import hf_text_model, hf_vision_model, numpy_state_dict, randomize_
 
 

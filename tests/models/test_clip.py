@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from configs.encoders import image_encoder_config, text_encoder_config
 from stylecrafter_jax.checkpoints.clip_import import text_params_from_hf, vision_params_from_hf
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.clip import OpenCLIPTextTower, OpenCLIPVisionTower
+from stylecrafter_jax.models.sizes import image_encoder_config, text_encoder_config
 from tests.torch_references import hf_text_model, hf_vision_model, numpy_state_dict
 
 SOT, EOT = 49406, 49407

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.stages import TEMPORAL_TRANSFORMERS
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.build import build_unet
 from stylecrafter_jax.models.unet3d import timestep_embedding
 from stylecrafter_jax.train.masks import path_string
+from stylecrafter_jax.train.stages import TEMPORAL_TRANSFORMERS
 
 B, T, H, W = 2, 4, 8, 8
 

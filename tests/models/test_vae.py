@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from configs.encoders import vae_config
 from stylecrafter_jax.checkpoints.vae_import import vae_params_from_diffusers
 from stylecrafter_jax.errors import ShapeError
+from stylecrafter_jax.models.sizes import vae_config
 from stylecrafter_jax.models.vae import (LATENT_SCALE, AutoencoderKL, latent_mode, sample_latent, scale_latents,
                                          unscale_latents)
 from tests.torch_references import diffusers_vae, numpy_state_dict

@@ -43,7 +43,7 @@ if __name__ == "__main__":
     from stylecrafter_jax.parallel.distributed import maybe_initialize
 
     maybe_initialize(json.loads(sys.argv[1]))
-    from configs.parallel import mesh_config
+    from stylecrafter_jax.parallel.defaults import mesh_config
     from stylecrafter_jax.parallel.arrays import batch_sharding
     from stylecrafter_jax.parallel.mesh import create_mesh, describe_mesh
 

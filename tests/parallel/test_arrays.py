@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from configs.parallel import mesh_config
 from stylecrafter_jax.errors import ConfigError, ShapeError
+from stylecrafter_jax.parallel.defaults import mesh_config
 from stylecrafter_jax.parallel.arrays import (
     batch_shard_count, batch_sharding, check_global_batch_size, make_global_batch, process_batch_size,
     process_data_shard)

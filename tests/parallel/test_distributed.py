@@ -14,8 +14,8 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from configs.parallel import distributed_config, mesh_config
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.parallel.defaults import distributed_config, mesh_config
 from stylecrafter_jax.parallel.distributed import (
     DistributedArgs, StopAgreement, is_primary, maybe_initialize, process_tag, resolve_distributed_args,
     wait_for_coordinator)

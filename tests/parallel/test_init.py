@@ -9,9 +9,9 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from configs.parallel import mesh_config
 from stylecrafter_jax.models.layers import GroupNorm, LayerNorm, conv, dense, gelu
 from stylecrafter_jax.parallel.arrays import batch_sharding, make_global_batch
+from stylecrafter_jax.parallel.defaults import mesh_config
 from stylecrafter_jax.parallel.init import activation_rules, init_sharded
 from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.parallel.rules import DEFAULT_RULES, logical_shardings, shard_report

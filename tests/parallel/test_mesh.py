@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from configs.parallel import mesh_config
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.parallel.defaults import mesh_config
 from stylecrafter_jax.parallel.mesh import MESH_AXES, create_mesh, describe_mesh, plan_mesh, resolve_axis_sizes
 
 

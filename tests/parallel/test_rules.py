@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from configs.parallel import mesh_config
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.parallel.defaults import mesh_config
 from stylecrafter_jax.parallel.mesh import MESH_AXES, create_mesh
 from stylecrafter_jax.parallel.rules import (
     DEFAULT_RULES, fit_spec, format_shard_report, logical_names, logical_shardings, normalize_rules,

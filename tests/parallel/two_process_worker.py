@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 
-from configs.parallel import mesh_config  # noqa: E402
 from stylecrafter_jax.parallel.arrays import make_global_batch, process_batch_size, process_data_shard  # noqa: E402
+from stylecrafter_jax.parallel.defaults import mesh_config  # noqa: E402
 from stylecrafter_jax.parallel.mesh import create_mesh  # noqa: E402
 
 pid = jax.process_index()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from configs.parallel import mesh_config
 from stylecrafter_jax.conditioning.encoders import decode_video
 from stylecrafter_jax.conditioning.preprocess import clip_pixels
 from stylecrafter_jax.errors import ConfigError, ShapeError
+from stylecrafter_jax.parallel.defaults import mesh_config
 from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.parallel.rules import DEFAULT_RULES
 from stylecrafter_jax.sampling.pipeline import SamplingPipeline, param_shardings, to_uint8

@@ -3,9 +3,9 @@
 import pytest
 
 from configs.inference import get_config as inference_config
-from configs.models import model_config
-from configs.sampling import get_sampling_config
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.models.sizes import model_config
+from stylecrafter_jax.sampling.settings import get_sampling_config
 from stylecrafter_jax.sampling.settings import (check_sampling, pixels_per_latent, required_components,
                                                 size_multiple, switch_mode)
 

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.image_to_video import image_to_video_config
+from stylecrafter_jax.defaults import image_to_video_config
 from stylecrafter_jax.diffusion.schedule import process_from_config
 from stylecrafter_jax.errors import ConfigError, ShapeError
 from stylecrafter_jax.models.build import build_projector, build_unet

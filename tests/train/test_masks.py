@@ -3,11 +3,11 @@
 import flax.linen as nn
 import pytest
 
-from configs.models import model_config
-from configs.stages import stage_rules
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.build import param_shapes
+from stylecrafter_jax.models.sizes import model_config
 from stylecrafter_jax.train.masks import count_by_label, label_params
+from stylecrafter_jax.train.stages import stage_rules
 
 
 @pytest.fixture(scope="module")

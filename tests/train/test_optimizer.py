@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs.training import train_config
+from stylecrafter_jax.defaults import train_config
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.train.optimizer import learning_rate_schedule, make_optimizer
 

@@ -1,4 +1,4 @@
-"""The `mesh` config: device mesh sizes, logical axis rules and multi-process start-up settings.
+"""The `mesh` config section: device mesh sizes, logical axis rules and multi-process start-up settings.
 
 Override on the command line, e.g. `--config.mesh.fsdp=4 --config.mesh.tensor=2`, or for two TPU
 slices `--config.mesh.dcn_data=2`. Sizes multiply to the device count; one may be -1 (the rest).

@@ -1,10 +1,13 @@
-"""Image-to-video training stages (DynamiCrafter's recipe, VideoCrafter1 I2V's projector) as mask rules.
+"""Training stages as ordered (regex over the `/`-joined parameter path, label) rules; first match wins.
 
-Same format as StyleCrafter's stages: ordered (regex over the `/`-joined parameter path, label) rules
-rooted at the trained tree {'unet': ..., 'projector': ...}; first match wins. `I2V_STAGE_INPUTS` says
-what each stage's batch carries (image mode, the VDG latent, interpolation) and which variants it fits.
+Paths are rooted at the trained tree {'unet': ..., 'adapter': ...} ({'unet': ..., 'projector': ...} for the
+image-to-video stages). Labels: "train" or "frozen". StyleCrafter's stages train the style adapter
+("stage1") and the temporal transformers ("stage2"); "full" trains the base U-Net (the toy base model).
+`I2V_STAGE_INPUTS` says what each image-to-video stage's batch carries (image mode, the VDG latent,
+interpolation) and which variants it fits.
 
-Choices where the reference is silent (the paper's per-stage trainable sets were not retrievable):
+Choices where the image-to-video reference is silent (the paper's per-stage trainable sets were not
+retrievable):
 - "temporal layers" are the 17 temporal transformers (with init_attn) and the 22 TemporalConvBlocks
   (`temopral_conv`, convolutions over frames); every other U-Net parameter is a "spatial layer":
   ResBlocks, spatial transformers with their image K/V (and DC256's learned α), conv_in (both VDG
@@ -49,6 +52,34 @@ I2V_STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     # VideoCrafter1 I2V (no training code released): its projector and the image K/V.
     "vc_i2v": _PROJECTOR_AND_IMAGE_KV,
 }
+
+STAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    # Stage 1: the style adapter (StyleTransformer, ScaleEncoder, the style K/V and LayerNorms).
+    "stage1": (
+        (r"^adapter/", "train"),
+        (r"^unet/.*/attn2/processor/", "train"),
+        (r".*", "frozen"),
+    ),
+    # Stage 2: the 17 temporal transformers.
+    "stage2": (
+        (r"^unet/" + TEMPORAL_TRANSFORMERS, "train"),
+        (r".*", "frozen"),
+    ),
+    # The base text-to-video U-Net without the style branches (the toy base model).
+    "full": (
+        (r"^unet/.*/processor/", "frozen"),
+        (r"^unet/", "train"),
+        (r".*", "frozen"),
+    ),
+    **I2V_STAGES,
+}
+
+
+def stage_rules(name: str) -> tuple[tuple[str, str], ...]:
+    """The rules of a named stage."""
+    if name not in STAGES:
+        raise KeyError(f"stage {name!r}: expected one of {sorted(STAGES)}")
+    return STAGES[name]
 
 
 class StageInputs(NamedTuple):

@@ -1,8 +1,8 @@
-"""Parse a config arg string: comma-separated words, e.g. "tiny,synthetic"."""
+"""Parse the arg string of a config file (`--config=FILE.py:ARG`): comma-separated words, e.g. "tiny,synthetic"."""
 
 from __future__ import annotations
 
-from configs.models import SIZES
+from stylecrafter_jax.models.sizes import SIZES
 
 
 def parse_arg(arg: str | None, allowed: tuple[str, ...] = ("synthetic",)) -> tuple[str, set[str]]:

@@ -1,16 +1,23 @@
-"""Model configs: the full 320x512x16 StyleCrafter model and small ones for tests and benchmarks.
+"""Size tables of the StyleCrafter model and its frozen encoders: the reference size and small ones for tests.
 
-Keys of each sub-dict equal the fields of the module they build (`UNet3D`, `StyleAdapter`, ...).
+Keys of each sub-dict equal the fields of the module they build (`UNet3D`, `StyleAdapter`, `AutoencoderKL`,
+`OpenCLIPTextTower`, `OpenCLIPVisionTower`, `DinoViT`), so `AutoencoderKL(**vae_config("full"))` works;
+compute dtype, attention kernel and remat policy are the modules' other fields, set by whoever builds them.
+Model sizes: "full" (320x512x16 videos), "medium" and "tiny". Encoder sizes: "full" (the reference) and
+"tiny" for tests and the toy: a 4-level (f8) VAE at width 32, towers of width 64 with 2 blocks, text context
+77 over the real 49,408-token vocabulary, vision input 28 px in 14-px patches (5 tokens), a 2-block DINO.
+The image-to-video variants' tables are in `stylecrafter_jax.models.variants`.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from configs.encoders import image_encoder_config, text_encoder_config, vae_config
 from stylecrafter_jax.diffusion.schedule import LINEAR_END, LINEAR_START, NUM_TRAIN_TIMESTEPS
+from stylecrafter_jax.errors import ConfigError
 
 SIZES = ("full", "medium", "tiny")
+ENCODER_SIZES = ("full", "tiny")
 
 
 def unet_config(size: str) -> ml_collections.ConfigDict:
@@ -48,6 +55,37 @@ def latent_shape(size: str) -> tuple[int, int, int]:
     return {"full": (16, 40, 64), "medium": (8, 16, 16), "tiny": (4, 8, 8)}[_check(size)]
 
 
+def vae_config(size: str) -> ml_collections.ConfigDict:
+    """AutoencoderKL fields for the named size."""
+    full = dict(ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, z_channels=4, embed_dim=4, in_channels=3, out_ch=3)
+    tiny = dict(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1)
+    return ml_collections.ConfigDict({**full, **(tiny if _check_encoder(size) == "tiny" else {})})
+
+
+def text_encoder_config(size: str) -> ml_collections.ConfigDict:
+    """OpenCLIPTextTower fields for the named size."""
+    full = dict(vocab_size=49408, context_length=77, width=1024, layers=24, heads=16, mlp_ratio=4.0, embed_dim=1024)
+    tiny = dict(width=64, layers=2, heads=4, embed_dim=64)
+    return ml_collections.ConfigDict({**full, **(tiny if _check_encoder(size) == "tiny" else {})})
+
+
+def image_encoder_config(size: str) -> ml_collections.ConfigDict:
+    """OpenCLIPVisionTower fields for the named size."""
+    full = dict(image_size=224, patch_size=14, width=1280, layers=32, heads=16, mlp_ratio=4.0, embed_dim=1024,
+                round_to_fp16=True)
+    tiny = dict(image_size=28, width=64, layers=2, heads=4, embed_dim=64)
+    return ml_collections.ConfigDict({**full, **(tiny if _check_encoder(size) == "tiny" else {})})
+
+
+def dino_config(size: str) -> ml_collections.ConfigDict:
+    """DinoViT fields: "full" is ViT-B/16 at 224 (facebook/dino-vitb16), "tiny" a 2-block width-32 ViT at 32 px."""
+    full = dict(image_size=224, patch_size=16, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
+                layer_norm_eps=1e-12)
+    tiny = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    return ml_collections.ConfigDict({**full, **(tiny if _check_encoder(size, "DINO") == "tiny" else {})})
+
+
+
 def model_config(size: str) -> ml_collections.ConfigDict:
     """The `model` section: size name, sub-models, compute dtype, attention kernel, remat policy.
 
@@ -79,5 +117,11 @@ def model_config(size: str) -> ml_collections.ConfigDict:
 
 def _check(size: str) -> str:
     if size not in SIZES:
-        raise ValueError(f"model size {size!r}: expected one of {SIZES}")
+        raise ConfigError(f"model size {size!r}: expected one of {SIZES}")
+    return size
+
+
+def _check_encoder(size: str, encoder: str = "encoder") -> str:
+    if size not in ENCODER_SIZES:
+        raise ConfigError(f"{encoder} size {size!r}: expected one of {ENCODER_SIZES}")
     return size
