@@ -12,9 +12,9 @@ import os
 import time
 
 from configs.toy import get_config
-from stylecrafter_jax.evaluation.toy_scores import ToyScorer
 from stylecrafter_jax.sampling.weights import load_params
-from stylecrafter_jax.train.toy import evaluation_set, sample_images
+from stylecrafter_jax.toy.pipeline import evaluation_set, sample_images
+from stylecrafter_jax.toy.scores import ToyScorer
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.errors import DataError
 from stylecrafter_jax.sampling.inputs import SampleJob, SampleRequest
 from stylecrafter_jax.sampling.io import SampleWriter
+from stylecrafter_jax.toy.pipeline import phase_config
 from stylecrafter_jax.train.loop import run
-from stylecrafter_jax.train.toy import phase_config
 
 
 def train_config(workdir, data_dir, steps):

@@ -12,9 +12,9 @@ from stylecrafter_jax.data.mixing import MixedIterator
 from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions, resolve_processes
 from stylecrafter_jax.data.readers import local_cache, open_source, open_tfds
 from stylecrafter_jax.data.tokens import CaptionTokens
-from stylecrafter_jax.data.toy_styles import ToyStyleIterator
 from stylecrafter_jax.data.transforms import ImageTransform, VideoTransform
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.toy.data import ToyStyleIterator
 
 KINDS = ("images", "videos", "mixed", "cached", "toy")
 

@@ -11,8 +11,8 @@ from ml_collections import config_flags
 
 from stylecrafter_jax.cli import flag_main
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.toy.pipeline import run_toy
 from stylecrafter_jax.train.loop import run
-from stylecrafter_jax.train.toy import run_toy
 
 
 def define_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:

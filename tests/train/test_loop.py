@@ -16,9 +16,9 @@ from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manife
 from stylecrafter_jax.checkpoints.run_checkpoints import RunCheckpointer
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError
 from stylecrafter_jax.sampling.weights import resolve_params
+from stylecrafter_jax.toy.pipeline import phase_config
 from stylecrafter_jax.train.loop import TrainingStopped, _check_finite, _checkpoint_tree, _first_bad_step, run
 from stylecrafter_jax.train.state import merge, trainable
-from stylecrafter_jax.train.toy import phase_config
 
 
 def _config(workdir, steps):

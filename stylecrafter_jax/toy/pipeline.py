@@ -12,10 +12,10 @@ import numpy as np
 from PIL import Image
 
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
-from stylecrafter_jax.data.toy_styles import toy_example
-from stylecrafter_jax.evaluation.toy_scores import ToyScorer
 from stylecrafter_jax.sampling.pipeline import SamplingPipeline
 from stylecrafter_jax.sampling.weights import load_params
+from stylecrafter_jax.toy.data import toy_example
+from stylecrafter_jax.toy.scores import ToyScorer
 from stylecrafter_jax.train.init import copy_text_kv_to_style_kv
 from stylecrafter_jax.train.loop import run
 

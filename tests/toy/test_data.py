@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stylecrafter_jax.data.toy_styles import SHAPES, STYLES, ToyStyleIterator, toy_example
+from stylecrafter_jax.toy.data import SHAPES, STYLES, ToyStyleIterator, toy_example
 from stylecrafter_jax.errors import ConfigError
 
 

@@ -11,7 +11,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from stylecrafter_jax.data.toy_styles import SHAPES, toy_example
+from stylecrafter_jax.toy.data import SHAPES, toy_example
 
 
 def _background(image: np.ndarray) -> np.ndarray:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from stylecrafter_jax.data.toy_styles import toy_example
-from stylecrafter_jax.evaluation.toy_scores import ToyScorer
+from stylecrafter_jax.toy.data import toy_example
+from stylecrafter_jax.toy.scores import ToyScorer
 
 
 @pytest.fixture(scope="module")
