@@ -47,6 +47,7 @@ from stylecrafter_jax.sampling.settings import check_sampling
 from stylecrafter_jax.sampling.weights import resolve_params
 
 SKIPS_SHOWN = 5
+EVALUATION_SECTIONS = ("mode", "frames", "on_missing", "clip", "dino", "flow")
 GENERATED_SUBDIR = "generated"
 
 
@@ -143,6 +144,10 @@ def run(fv: flags.FlagValues) -> dict:
     config = fv.config
     if config is None:
         raise ConfigError("--config is required, e.g. --config=configs/evaluation.py:video")
+    missing = [key for key in EVALUATION_SECTIONS if key not in config]
+    if missing:
+        raise ConfigError(f"--config is not an evaluation config (it has no {', '.join(missing)}): use "
+                          "configs/evaluation.py:video or configs/evaluation.py:image")
     if fv.out is None:
         raise ConfigError("--out is required: the folder for metrics.json, the tables and the contact sheets")
     if config.on_missing not in ("skip", "error"):

@@ -101,6 +101,9 @@ def run(fv: flags.FlagValues) -> list[GeneratedSample]:
                           "or configs/inference.py")
     if fv.out is None:
         raise ConfigError("--out is required: the folder to write samples into")
+    if fv.mode == "video" and config.model.frames == 1:
+        raise ConfigError("--mode video: this config's model makes single frames (model.frames = 1); use a video "
+                          "config such as configs/inference.py")
     with config.unlocked():
         if fv.mode is not None:
             switch_mode(config.sampling, config.model, fv.mode)

@@ -1,9 +1,11 @@
 """Tests of the shared absl-flag `main`: help, exit statuses, fresh flags on every call."""
 
+import pytest
 from absl import flags
+from ml_collections import config_flags
 
-from stylecrafter_jax.cli import flag_main
-from stylecrafter_jax.errors import DataError
+from stylecrafter_jax.cli import flag_main, load_config_file
+from stylecrafter_jax.errors import ConfigError, DataError
 
 
 def define(fv, argv):
@@ -33,3 +35,22 @@ def test_bad_input_gives_status_2_with_one_error_line(capsys):
     assert "bad flag" in capsys.readouterr().err
     assert flag_main(["prog", "stray"], "doc", define, lambda fv: None) == 2
     assert "unexpected arguments ['stray']" in capsys.readouterr().err
+
+
+def define_config(fv, argv):
+    config_flags.DEFINE_config_file("config", None, "A config file.", flag_values=fv, sys_argv=list(argv))
+
+
+def test_a_missing_config_file_or_one_without_get_config_is_one_line_naming_the_file(tmp_path, capsys):
+    missing, bare = tmp_path / "missing.py", tmp_path / "bare.py"
+    bare.write_text("SETTING = 1\n")
+    for argv in (["prog", f"--config={missing}"], ["prog", "--config", f"{missing}:tiny"]):
+        assert flag_main(argv, "doc", define_config, lambda fv: None) == 2
+        spec = argv[-1].removeprefix("--config=")
+        assert capsys.readouterr().err == f"error: --config {spec!r}: no such config file {str(missing)!r}\n"
+    assert flag_main(["prog", f"--config={bare}"], "doc", define_config, lambda fv: None) == 2
+    assert capsys.readouterr().err == (f"error: --config {str(bare)!r}: config file {str(bare)!r} has no "
+                                       "get_config(arg) function\n")
+    for spec, message in ((str(missing), "no such config file"), (f"{bare}:tiny", r"has no get_config\(arg\) function")):
+        with pytest.raises(ConfigError, match=message):
+            load_config_file(spec)

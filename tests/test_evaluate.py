@@ -200,3 +200,11 @@ def test_image_mode_scores_single_frames(weights, eval_set, tmp_path, capsys):
     assert doc["scored_samples"] == 4 and doc["metrics"]["clip_temp"] is None and doc["metrics"]["warp_error"] is None
     assert all(row["frames"] == 1 and row["clip_temp"] is None for row in doc["samples"])
     assert "  clip_temp: n/a" in capsys.readouterr().out
+
+
+def test_a_config_of_another_kind_is_one_line_naming_the_evaluation_config(tmp_path, capsys):
+    toy = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "toy.py")
+    assert evaluate.main(["evaluate", f"--config={toy}", "--samples", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not an evaluation config" in err and "configs/evaluation.py:video" in err, err
+    assert not (tmp_path / "o").exists()

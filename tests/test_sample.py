@@ -164,3 +164,13 @@ def test_checkpoint_of_another_model_config(files, tmp_path, capsys, other_check
     assert status == 2 and f"checkpoint '{other_checkpoint}' does not fit the 'tiny' model config" in err
     assert "mis-shaped" in err or "shape" in err
     assert not out.exists()
+
+
+def test_video_mode_on_an_image_only_model_is_refused_naming_a_video_config(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["sample", f"--config={TOY}", "--mode", "video", "--prompt", "a circle", "--style", str(files / "s0.png"),
+            "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--mode video" in err and "configs/inference.py" in err, err
+    assert not out.exists()
