@@ -33,6 +33,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from stylecrafter_jax.cli import load_config_file
+from stylecrafter_jax.conditioning.frozen import build_encoders, encode_batch, init_encoder_params
 from stylecrafter_jax.diffusion.ddim import make_sampler
 from stylecrafter_jax.diffusion.guidance import GuidanceInputs
 from stylecrafter_jax.diffusion.schedule import process_from_config, schedule_from_config
@@ -44,7 +45,6 @@ from stylecrafter_jax.parallel.arrays import abstract_arrays, batch_sharding, ch
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.sampling.settings import pixels_per_latent
-from stylecrafter_jax.train.encode import build_encoders, encode_batch, init_encoder_params
 from stylecrafter_jax.train.init import create_state, stage_labels
 from stylecrafter_jax.train.loop import IMAGE_MODES
 from stylecrafter_jax.train.loss import LossModels

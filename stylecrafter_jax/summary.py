@@ -25,8 +25,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from stylecrafter_jax.conditioning.frozen import build_encoders, init_encoder_params
 from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes, unet_branch_inputs
-from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
 from stylecrafter_jax.train.masks import count_by_label, label_params, path_string
 from stylecrafter_jax.train.stages import TEMPORAL_TRANSFORMERS, stage_rules, stages_for_variant
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import ml_collections
 import numpy as np
 
-from stylecrafter_jax.data.cached import cached_transform
+from stylecrafter_jax.cache.read import cached_transform
 from stylecrafter_jax.data.mixing import MixedIterator
 from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions, resolve_processes
 from stylecrafter_jax.data.readers import local_cache, open_source, open_tfds

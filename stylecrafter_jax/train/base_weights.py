@@ -12,12 +12,12 @@ from jax.sharding import Mesh
 
 from stylecrafter_jax.checkpoints.components import trained_tree_to_components
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
+from stylecrafter_jax.conditioning.frozen import build_encoders, init_encoder_params
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.build import param_shapes
 from stylecrafter_jax.parallel.arrays import abstract_arrays
 from stylecrafter_jax.parallel.init import init_sharded
 from stylecrafter_jax.parallel.rules import logical_shardings
-from stylecrafter_jax.train.encode import build_encoders, init_encoder_params
 from stylecrafter_jax.train.state import merge
 
 ENCODER_NAMES = ("text_encoder", "image_encoder", "vae")

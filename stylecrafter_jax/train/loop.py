@@ -14,8 +14,10 @@ import ml_collections
 from jax.experimental import multihost_utils
 
 from stylecrafter_jax.train.stages import stage_rules
+from stylecrafter_jax.cache.read import TARGET_KEYS, cached_arrays, inputs_from_cache
 from stylecrafter_jax.checkpoints.run_checkpoints import RunCheckpointer
 from stylecrafter_jax.conditioning.encoders import encode_text_context
+from stylecrafter_jax.conditioning.frozen import build_encoders, encode_batch
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
 from stylecrafter_jax.data.iterators import make_iterator
 from stylecrafter_jax.data.mixing import MixedIterator
@@ -28,8 +30,6 @@ from stylecrafter_jax.parallel.distributed import StopAgreement, is_primary, may
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh, describe_mesh
 from stylecrafter_jax.train.base_weights import load_base_weights
-from stylecrafter_jax.train.cached import TARGET_KEYS, cached_arrays, inputs_from_cache
-from stylecrafter_jax.train.encode import build_encoders, encode_batch
 from stylecrafter_jax.train.export import export_run, exported_step
 from stylecrafter_jax.train.init import create_state, stage_labels
 from stylecrafter_jax.train.logger import MetricsLogger

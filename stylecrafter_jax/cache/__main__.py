@@ -16,14 +16,13 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from stylecrafter_jax.cache.write import build_cached_dataset, cache_encoders
 from stylecrafter_jax.cli import flag_main
+from stylecrafter_jax.conditioning.frozen import build_encoders
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
-from stylecrafter_jax.data.cached import build_cached_dataset
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.train.base_weights import load_encoder_params
-from stylecrafter_jax.train.cached import cache_encoders
-from stylecrafter_jax.train.encode import build_encoders
 
 
 def define_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:

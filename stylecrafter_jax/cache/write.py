@@ -1,9 +1,10 @@
-"""Cached dataset: run caller-supplied encoders (frozen VAE, CLIP text/vision) once, store their outputs.
+"""Writing a cached dataset: the frozen encoders of a run as functions of a pipeline batch, run once over the
+data, their outputs stored per example.
 
 The train step then reads latents and embeddings (data.kind "cached") and never runs the encoders. Each
-encoder maps a batch dict of the image or video pipeline (keys of `pipeline.py`) to an array whose leading
-axis is the batch. The random parts of the pipeline (style crop, clip stride) are drawn once per stored
-example; `num_epochs` > 1 stores that many differently augmented copies of every record.
+encoder maps a batch dict of the image or video pipeline (keys of `data/pipeline.py`) to an array whose
+leading axis is the batch. The random parts of the pipeline (style crop, clip stride) are drawn once per
+stored example; `num_epochs` > 1 stores that many differently augmented copies of every record.
 """
 
 from __future__ import annotations
@@ -11,23 +12,45 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from stylecrafter_jax.cache.read import TARGET_KEYS
+from stylecrafter_jax.conditioning.encoders import encode_text_context
+from stylecrafter_jax.conditioning.frozen import Encoders, encode_posterior, style_tokens, uint8_to_signed
+from stylecrafter_jax.conditioning.tokenizer import ClipTokenizer
 from stylecrafter_jax.data.builder_base import prepare
 from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions
 from stylecrafter_jax.data.readers import local_cache, open_source
+from stylecrafter_jax.data.tokens import CaptionTokens
 from stylecrafter_jax.data.transforms import ImageTransform, VideoTransform
 from stylecrafter_jax.errors import DataError, ShapeError
 
 Encoder = Callable[[dict[str, np.ndarray]], Any]
 
 
-def cached_transform(record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    """A cached record as an example: arrays unchanged, the caption as str (no randomness left)."""
-    del rng
-    return {k: (v.decode("utf-8") if isinstance(v, bytes) else v) for k, v in record.items()}
+def cache_encoders(config: ml_collections.ConfigDict, encoders: Encoders, params: dict[str, Any],
+                   tokenizer: ClipTokenizer) -> dict[str, Encoder]:
+    """The functions of an image or video pipeline batch whose outputs a cached dataset of the run stores."""
+    captions = CaptionTokens.from_config(config.data.captions, tokenizer)
+
+    def text_context(batch: dict[str, np.ndarray]) -> np.ndarray:
+        tokens = jnp.asarray(captions.ids(batch["caption"]))
+        return np.asarray(encode_text_context(encoders.text, params["text_encoder"], tokens))
+
+    def image_tokens(batch: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(style_tokens(encoders, params, jnp.asarray(batch["style"])))
+
+    def target(batch: dict[str, np.ndarray]) -> np.ndarray:
+        video = uint8_to_signed(jnp.asarray(batch["video"] if "video" in batch else batch["image"][:, None]))
+        if encoders.vae is None:
+            return np.asarray(video)
+        return np.asarray(encode_posterior(encoders.vae, params["vae"], video))
+
+    return {"text_context": text_context, "image_tokens": image_tokens,
+            TARGET_KEYS[encoders.vae is None]: target}
 
 
 class CachedExamples(tfds.core.GeneratorBasedBuilder):

@@ -1,24 +1,22 @@
-"""The frozen encoders of training (CLIP text, CLIP vision, VAE): built from config, run in their own jit.
+"""The frozen encoders of a training config (CLIP text, CLIP vision, VAE) and their jitted batch calls.
 
 `encode_batch` turns a host batch (token ids, uint8 style references, uint8 targets) into what the
 differentiated step reads: `latents`, `text_context`, `image_tokens`. Leading axes are kept, so
 (b, 77) tokens give (b, 77, C) context and (b, t, 77) tokens (one caption per frame) give (b, t, 77, C).
+`encode_posterior` gives what a cached dataset stores of a target: the VAE posterior, not a sample of it.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from stylecrafter_jax.conditioning.encoders import encode_style_images, encode_text_context, encode_video
 from stylecrafter_jax.conditioning.preprocess import clip_pixels
-from stylecrafter_jax.conditioning.tokenizer import ClipTokenizer
-from stylecrafter_jax.data.tokens import CaptionTokens
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.build import compute_dtype
 from stylecrafter_jax.models.clip import OpenCLIPTextTower, OpenCLIPVisionTower
@@ -41,8 +39,8 @@ def build_encoders(model: ml_collections.ConfigDict) -> Encoders:
         raise ConfigError(f"model.latent {model.latent!r}: expected one of {LATENT_SPACES}")
     common = dict(dtype=compute_dtype(model.dtype), attention=model.attention)
     vae = AutoencoderKL(**model.vae.to_dict(), **common) if model.latent == "vae" else None
-    return Encoders(OpenCLIPTextTower(**model.text_encoder.to_dict(), **common),
-                    OpenCLIPVisionTower(**model.image_encoder.to_dict(), **common), vae)
+    return Encoders(text=OpenCLIPTextTower(**model.text_encoder.to_dict(), **common),
+                    vision=OpenCLIPVisionTower(**model.image_encoder.to_dict(), **common), vae=vae)
 
 
 def init_encoder_params(encoders: Encoders, key: jax.Array) -> dict:
@@ -64,11 +62,6 @@ def uint8_to_signed(pixels: jax.Array) -> jax.Array:
     if pixels.dtype == jnp.uint8:
         return pixels.astype(jnp.float32) / 127.5 - 1.0
     return pixels.astype(jnp.float32)
-
-
-def caption_tokens(captions: Sequence[Any], section: ml_collections.ConfigDict, tokenizer: ClipTokenizer) -> np.ndarray:
-    """Token ids (b, 77) of captions cleaned by the data config's `captions` section (rules, tidy)."""
-    return CaptionTokens.from_config(section, tokenizer).ids(captions)
 
 
 def style_tokens(encoders: Encoders, params: dict, style: jax.Array) -> jax.Array:
@@ -96,3 +89,11 @@ def encode_batch(encoders: Encoders, params: dict, tokens: jax.Array, style: jax
         "image_tokens": image_tokens.reshape(lead_style + image_tokens.shape[1:]),
     }
     return encoded if sharding is None else jax.lax.with_sharding_constraint(encoded, sharding)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def encode_posterior(vae: AutoencoderKL, params: dict, video: jax.Array) -> jax.Array:
+    """The VAE posterior of a (b, t, h, w, 3) video in [-1, 1]: its mean and log-variance concatenated on the
+    channels, (b, t, h/f, w/f, 2·4), from which every training step draws its own latent sample."""
+    mean, logvar = vae.apply({"params": params}, video, method=AutoencoderKL.encode_video)
+    return jnp.concatenate([mean, logvar], axis=-1)

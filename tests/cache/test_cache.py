@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from configs.stage1 import get_config
-from stylecrafter_jax.cache import main as cache_main
+from stylecrafter_jax.cache.__main__ import main as cache_main
+from stylecrafter_jax.cache.read import cached_arrays, inputs_from_cache
+from stylecrafter_jax.cache.write import cache_encoders
+from stylecrafter_jax.conditioning.frozen import build_encoders, encode_batch
 from stylecrafter_jax.conditioning.tokenizer import load_tokenizer
 from stylecrafter_jax.data.iterators import make_iterator
 from stylecrafter_jax.errors import DataError
 from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.train.base_weights import load_encoder_params
-from stylecrafter_jax.train.cached import cache_encoders, cached_arrays, inputs_from_cache
-from stylecrafter_jax.train.encode import build_encoders, encode_batch
 from stylecrafter_jax.train.loop import run
 
 RECORDS = 16

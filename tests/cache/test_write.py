@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stylecrafter_jax.data.cached import build_cached_dataset
+from stylecrafter_jax.cache.write import build_cached_dataset
 from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.iterators import make_iterator
 from stylecrafter_jax.data.pipeline import DataIterator
