@@ -23,6 +23,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from configs.stage1 import get_config as stage1_config
+from configs.stage2 import get_config as stage2_config
 from stylecrafter_jax.data.build import build_dataset
 from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.iterators import make_iterator
@@ -79,9 +81,9 @@ def read_rate(data, batches: int) -> float:
 
 
 def _config(kind: str, source: str, data_dir: str, batch: int):
-    data = data_config("stage1" if kind == "images" else "full", "full", source)
+    data = stage1_config().data if kind == "images" else data_config()
     data.update(worker_count=0, read_threads=1, prefetch=2)
-    data[kind].update(data_dir=data_dir, batch_size=batch)
+    data[kind].update(source=source, data_dir=data_dir, batch_size=batch)
     return data
 
 
@@ -118,7 +120,7 @@ def main() -> None:
     print("| pipeline | examples/s per core |\n|---|---|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.1f} |")
-    stage1, stage2 = data_config("stage1"), data_config("stage2")
+    stage1, stage2 = stage1_config().data, stage2_config().data
     needs = {
         "stage 1 images": (stage1.images.batch_size, rates["images (tfds)"]),
         "stage 2 videos": ((1 - stage2.image_ratio) * stage2.videos.batch_size, rates["videos (tfds)"]),

@@ -1,7 +1,7 @@
 """The toy: a tiny StyleCrafter trained end to end on generated style images, on a laptop CPU.
 
-python -m stylecrafter_jax.train --config=configs/toy.py          (about 15 minutes on 2 CPU cores)
-python -m stylecrafter_jax.train --config=configs/toy.py:quick    (the same pipeline shortened, < 5 minutes)
+python -m stylecrafter_jax.train --config=configs/toy.py          (a laptop CPU is enough)
+python -m stylecrafter_jax.train --config=configs/toy.py:quick    (the same pipeline shortened, for a smoke run)
 
 1. generates the toy style stream (4 shapes as content, captioned without style words; 4 styles that
    differ in palette and texture; each style reference is another image of the target's style);
@@ -12,8 +12,7 @@ python -m stylecrafter_jax.train --config=configs/toy.py:quick    (the same pipe
    runs/toy/samples and the scores (toy/style_accuracy, toy/content_accuracy, and toy/init_*) to
    runs/toy/metrics.jsonl.
 Expected (full run, guidance text 3 / style 3, 25 DDIM steps, eta 1, x0 clipped to [-1, 1]): style
-accuracy >= 0.8 trained vs about 1/4 at initialisation; content >= 0.6 (measured: style 1.00 vs 0.24,
-content 0.80; see BENCHMARKS.md).
+accuracy >= 0.8 trained vs about 1/4 at initialisation; content >= 0.6.
 Sampling afterwards: python -m stylecrafter_jax.sample --config=configs/toy.py --prompt "a circle" \
     --style IMAGE --out samples/toy   (uses runs/toy/export, or a random tiny model if there is none).
 """
@@ -22,6 +21,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from stylecrafter_jax.config_arg import parse_arg
 from stylecrafter_jax.defaults import base_config
 from stylecrafter_jax.sampling.settings import get_sampling_config
 
@@ -39,12 +39,10 @@ def toy_sampling() -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The toy config; arg "quick" shortens both phases and the scoring."""
-    if arg not in (None, "", "quick"):
-        raise ValueError(f"configs/toy.py: unexpected arg {arg!r}; expected nothing or 'quick'")
-    quick = arg == "quick"
+    arg = parse_arg(arg, quick=False)
     config = base_config("tiny", "stage1")
     with config.unlocked():
-        config.workdir = "runs/toy-quick" if quick else "runs/toy"
+        config.workdir = "runs/toy"
         model = config.model
         model.latent = "pixels"
         model.frames, model.latent_height, model.latent_width = 1, IMAGE_SIZE, IMAGE_SIZE
@@ -63,10 +61,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # Palette and shape are decided at high noise, where the plain eps loss gives x0 almost no weight
         # (ᾱ_t): the v weighting 1/ᾱ_t restores it, capped at 20 so that the low-noise detail still counts.
         weighting = dict(loss_weighting="v", loss_weight_cap=20.0, timestep_sampling="uniform")
+        # The two phases (the trainer's train section, phase by phase) and the scoring of the samples.
         config.toy = ml_collections.ConfigDict(dict(
-            base=dict(steps=200 if quick else 3000, learning_rate=1e-3, drop_text=0.1, **weighting),
-            adapter=dict(steps=100 if quick else 1000, learning_rate=1e-3, **weighting),
-            eval=dict(samples=16 if quick else 96, seed=1000, batch_size=32),
+            base=dict(steps=3000, learning_rate=1e-3, drop_text=0.1, **weighting),
+            adapter=dict(steps=1000, learning_rate=1e-3, **weighting),
+            eval=dict(samples=96, seed=1000, batch_size=32),
         ))
         config.sampling = toy_sampling()
+
+    if arg.quick:  # the same pipeline, shortened
+        config.workdir = "runs/toy-quick"
+        config.toy.base.steps, config.toy.adapter.steps, config.toy.eval.samples = 200, 100, 16
     return config

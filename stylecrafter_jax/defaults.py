@@ -16,17 +16,17 @@ from stylecrafter_jax.parallel.defaults import mesh_config
 from stylecrafter_jax.sampling.settings import get_sampling_config, pixels_per_latent
 
 
-def train_config(stage: str) -> ml_collections.ConfigDict:
-    """Defaults per stage (see adapter-training-eval.md §6b-6d: AdamW β 0.9/0.999, eps 1e-8)."""
+def train_config() -> ml_collections.ConfigDict:
+    """Stage-neutral defaults (AdamW β 0.9/0.999, eps 1e-8); a stage's config file sets its own steps and rates."""
     return ml_collections.ConfigDict(dict(
-        steps={"stage1": 40_000, "stage2": 20_000}.get(stage, 10_000),
-        learning_rate={"stage1": 5e-5, "stage2": 1e-5}.get(stage, 1e-4),
+        steps=10_000,
+        learning_rate=1e-4,
         schedule="constant",  # constant | warmup | linear_decay
         warmup_steps=0,
         decay_steps=20_000,  # linear_decay: ticks from 1.0 to final_decay_ratio
         decay_every=1,  # optimizer steps per tick (the reference's Lightning frequency was 100)
         final_decay_ratio=0.01,
-        weight_decay=0.0 if stage == "stage1" else 0.01,
+        weight_decay=0.01,
         b1=0.9,
         b2=0.999,
         eps=1e-8,
@@ -52,13 +52,13 @@ def train_config(stage: str) -> ml_collections.ConfigDict:
     ))
 
 
-def base_config(size: str, stage: str, source: str = "tfds") -> ml_collections.ConfigDict:
-    """A locked config for a model size, a training stage and a data source ("tfds" or "synthetic")."""
+def base_config(size: str, stage: str = "full") -> ml_collections.ConfigDict:
+    """A locked, stage-neutral config for a model size, named after `stage` (`config.stage`, the workdir)."""
     config = ml_collections.ConfigDict()
     config.model = model_config(size)
     config.stage = stage
-    config.data = data_config(stage, "full" if size == "full" else "tiny", source)
-    config.train = train_config(stage)
+    config.data = data_config("full" if size == "full" else "tiny")
+    config.train = train_config()
     config.mesh = mesh_config()
     config.pretrained = ""  # converted checkpoint directory of the frozen base weights; "" = random init
     config.pretrained_components = ""  # comma-separated components to take from it; "" = every one it has

@@ -13,10 +13,10 @@ import sys
 import jax
 import numpy as np
 
+from configs.stage1 import get_config as stage1_config
 from configs.toy import STYLE_SIZE, get_config
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
 from stylecrafter_jax.data.build import build_dataset
-from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.errors import DataError
 from stylecrafter_jax.sampling.inputs import SampleJob, SampleRequest
@@ -29,7 +29,7 @@ def train_config(workdir, data_dir, steps):
     config = phase_config(get_config("quick"), "base")
     with config.unlocked():
         config.workdir = workdir
-        data = data_config("stage1", "tiny")
+        data = stage1_config("tiny").data
         data.images.update(data_dir=data_dir, batch_size=8, size=(16, 16), style_resize=32, style_crop=STYLE_SIZE)
         data.read_threads, data.prefetch = 1, 1
         config.data = data

@@ -1,8 +1,9 @@
 """The `data` config: sources, kind, crops, clip sampling, caption rules, batches, seed, workers, build options.
 
-`data_config(stage, size, source)`: stage "stage1" (style images), "stage2" (videos mixed with images at
-`image_ratio`) or "full" (videos only, the toy base model); size "full" or "tiny" (small crops for tests
-and the toy); source "tfds" (built datasets, set the data_dir keys) or "synthetic".
+`data_config(size, source)` is stage-neutral: videos only (`kind`), images at the video frame size; a
+stage's config file sets its own kind ("images", or "mixed": videos mixed with images at `image_ratio`),
+batches and crops. size "full" or "tiny" (small crops for tests and the toy); source "tfds" (built
+datasets, set the data_dir keys) or "synthetic".
 Build a source first: python -m stylecrafter_jax.data.build --kind images --source DIR --out DATA_DIR.
 """
 
@@ -17,17 +18,14 @@ from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.paths import DEFAULT_LOCAL_CACHE
 
-KIND_OF_STAGE = {"stage1": "images", "stage2": "mixed", "full": "videos"}
-
-
-def _images(stage: str, tiny: bool, source: str) -> ml_collections.ConfigDict:
+def _images(tiny: bool, source: str) -> ml_collections.ConfigDict:
     """Image source and augmentation: target centre crop `size`; style ref: short side -> style_resize, random
     style_crop square, resized to style_output squared (0 keeps the crop: the trainer then feeds it through
     conditioning.preprocess.clip_pixels, the kornia 224 resize of the inference path)."""
     images = ml_collections.ConfigDict(dict(
         source=source, data_dir="", name="style_images", split="train",
-        batch_size=256 if stage == "stage1" else 128,  # global; stage 2 per the paper (6a)
-        size=(512, 512) if stage == "stage1" else (320, 512),  # stage 2 images match the video frames
+        batch_size=128,  # global
+        size=(320, 512),  # the video frames' size
         style_resize=800, style_crop=512, style_output=0,
         synthetic=dict(num_records=1024, size=(600, 800)),
     ))
@@ -53,24 +51,24 @@ def _videos(tiny: bool, source: str) -> ml_collections.ConfigDict:
     return videos
 
 
-def data_config(stage: str = "stage1", size: str = "full", source: str = "tfds") -> ml_collections.ConfigDict:
-    """The data config of a stage at a size (see the module docstring)."""
-    if stage not in KIND_OF_STAGE or size not in ("full", "tiny") or source not in ("tfds", "synthetic"):
-        raise ConfigError(f"data_config({stage!r}, {size!r}, {source!r}); expected stage in {sorted(KIND_OF_STAGE)}, "
-                         f"size in ('full', 'tiny'), source in ('tfds', 'synthetic')")
+def data_config(size: str = "full", source: str = "tfds") -> ml_collections.ConfigDict:
+    """The stage-neutral data config at a size (see the module docstring)."""
+    if size not in ("full", "tiny") or source not in ("tfds", "synthetic"):
+        raise ConfigError(f"data_config({size!r}, {source!r}); expected size in ('full', 'tiny'), source in "
+                          "('tfds', 'synthetic')")
     tiny = size == "tiny"
     data = ml_collections.ConfigDict()
-    data.kind = KIND_OF_STAGE[stage]
+    data.kind = "videos"  # "images" | "videos" | "mixed" (data.iterators.KINDS)
     data.seed = 0
     data.shuffle = True
     data.dtype = "uint8"  # pixels: "uint8" [0, 255] or "float32" [-1, 1]
-    data.image_ratio = 0.2  # stage 2: probability that a step is an image batch
+    data.image_ratio = 0.2  # kind "mixed": probability that a step is an image batch
     data.worker_count = 0 if tiny else 8  # grain decoding processes per host (0: in the training process)
     data.worker_buffer_size = 2
     data.read_threads = 8
     data.prefetch = 16
     data.local_cache = DEFAULT_LOCAL_CACHE  # datasets in a bucket are copied here first (ArrayRecord reads local files)
-    data.images = _images(stage, tiny, source)
+    data.images = _images(tiny, source)
     data.videos = _videos(tiny, source)
     data.captions = ml_collections.ConfigDict(dict(rules=FIXED_RULES, tidy=True))  # see data/captions.py
     data.cached = ml_collections.ConfigDict(dict(data_dir="", name="cached_examples", batch_size=data.images.batch_size))

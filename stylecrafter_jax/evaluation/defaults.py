@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import ml_collections
 
+from stylecrafter_jax.config_arg import parse_arg
 from stylecrafter_jax.defaults import inference_config
-from stylecrafter_jax.errors import ConfigError
-from stylecrafter_jax.models.sizes import dino_config
+from stylecrafter_jax.models.sizes import ENCODER_SIZES, dino_config
 from stylecrafter_jax.sampling.settings import switch_mode
 
-MODES = {"video": 16, "image": 1}
+MODES = {"video": 16, "image": 1}  # frames expected per sample; the first mode is the default
 
 
 def evaluation_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The evaluation config for `arg` = "video" | "image" [",tiny"] (see the module docstring)."""
-    parts = (arg or "video").split(",")
-    mode, size = parts[0], parts[1] if len(parts) > 1 else "full"
-    if mode not in MODES or size not in ("full", "tiny") or len(parts) > 2:
-        raise ConfigError(f"evaluation config arg {arg!r}: expected 'video' or 'image', optionally ',tiny'")
+    arg = parse_arg(arg, mode=tuple(MODES), size=ENCODER_SIZES)
+    mode, size = arg.mode, arg.size
     tiny = size == "tiny"
     generation = inference_config("tiny" if tiny else "full", mode)
     switch_mode(generation.sampling, generation.model, mode)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from configs.stage1 import get_config as stage1_config
 from stylecrafter_jax.cache.write import build_cached_dataset
-from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.iterators import make_iterator
 from stylecrafter_jax.data.pipeline import DataIterator
 from stylecrafter_jax.data.readers import open_tfds
@@ -20,7 +20,7 @@ ENCODERS = {
 
 @pytest.fixture(scope="module")
 def cached(image_data_dir, tmp_path_factory):
-    data = data_config("stage1", "tiny")
+    data = stage1_config("tiny").data
     data.images.data_dir = image_data_dir
     out = str(tmp_path_factory.mktemp("cached"))
     written = build_cached_dataset(data, "images", ENCODERS, out, batch_size=4, num_epochs=2)

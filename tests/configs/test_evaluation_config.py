@@ -18,5 +18,5 @@ def test_modes_and_sizes():
 
 @pytest.mark.parametrize("arg", ["movie", "video,small", "video,tiny,x"])
 def test_bad_args(arg):
-    with pytest.raises(ConfigError, match="evaluation config arg"):
+    with pytest.raises(ConfigError, match="config arg"):
         get_config(arg)

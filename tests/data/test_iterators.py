@@ -5,7 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from configs.data import get_config
+from configs.stage1 import get_config as stage1_config
+from configs.stage2 import get_config as stage2_config
 from configs.toy import get_config as toy_config
 from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.iterators import make_iterator
@@ -14,7 +15,7 @@ from stylecrafter_jax.errors import ConfigError, DataError
 
 
 def test_stage1_images_from_a_built_dataset(image_data_dir):
-    data = data_config("stage1", "tiny")
+    data = stage1_config("tiny").data
     data.images.data_dir = image_data_dir
     batch = next(make_iterator(data, process_index=0, process_count=1))
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
@@ -24,7 +25,7 @@ def test_stage1_images_from_a_built_dataset(image_data_dir):
 
 
 def test_videos_from_a_built_dataset_in_float(video_data_dir):
-    data = data_config("full", "tiny")
+    data = data_config("tiny")
     data.videos.update(data_dir=video_data_dir, size=(48, 64))
     data.dtype = "float32"
     batch = next(make_iterator(data, process_index=1, process_count=2))
@@ -35,14 +36,14 @@ def test_videos_from_a_built_dataset_in_float(video_data_dir):
 
 
 def test_a_tokenizer_adds_the_caption_ids_to_every_kind(image_data_dir, clip_tokenizer):
-    data = data_config("stage1", "tiny")
+    data = stage1_config("tiny").data
     data.images.data_dir = image_data_dir
     batch = next(make_iterator(data, process_index=0, process_count=1, tokenizer=clip_tokenizer))
     assert batch["tokens"].shape == (8, 77) and batch["tokens"].dtype == np.int32
     np.testing.assert_array_equal(batch["tokens"], clip_tokenizer(list(batch["caption"])))
     batch = next(make_iterator(toy_config().data, process_index=0, process_count=1, tokenizer=clip_tokenizer))
     np.testing.assert_array_equal(batch["tokens"], clip_tokenizer(list(batch["caption"])))
-    mixed = get_config("stage2,tiny,synthetic")
+    mixed = stage2_config("tiny,synthetic").data
     mixed.worker_count = 0
     iterator = make_iterator(mixed, process_index=0, process_count=1, tokenizer=clip_tokenizer)
     video = next(iterator.videos)
@@ -50,12 +51,12 @@ def test_a_tokenizer_adds_the_caption_ids_to_every_kind(image_data_dir, clip_tok
 
 
 def test_default_process_index_and_count_come_from_jax():
-    iterator = make_iterator(data_config("stage1", "tiny", "synthetic"))
+    iterator = make_iterator(stage1_config("tiny,synthetic").data)
     assert iterator.host_batch_size == 8  # one process on the CPU test machine
 
 
 def test_full_size_synthetic_shapes():
-    data = data_config("stage2", "full", "synthetic")
+    data = stage2_config("synthetic").data
     data.images.batch_size, data.videos.batch_size, data.worker_count = 2, 1, 0
     mixed = make_iterator(data, process_index=0, process_count=1)
     image, video = next(mixed.images), next(mixed.videos)
@@ -64,21 +65,21 @@ def test_full_size_synthetic_shapes():
 
 
 def test_config_values():
-    stage1, stage2 = data_config("stage1"), data_config("stage2")
+    stage1, stage2 = stage1_config().data, stage2_config().data
     assert (stage1.kind, stage1.images.size, stage1.images.batch_size) == ("images", (512, 512), 256)
     assert (stage2.kind, stage2.images.size, stage2.images.batch_size, stage2.image_ratio) == ("mixed", (320, 512),
                                                                                                128, 0.2)
     assert (stage2.videos.num_frames, stage2.videos.stride_range, stage2.videos.size) == (16, (1, 6), (320, 512))
     assert (stage1.images.style_resize, stage1.images.style_crop) == (800, 512)
     assert BuildOptions(**stage1.build) == BuildOptions()
-    assert dataclasses.asdict(BuildOptions(**data_config("stage1", "tiny").build))["image_min_side"] == 64
-    assert get_config("stage2,tiny,synthetic").images.source == "synthetic"
+    assert dataclasses.asdict(BuildOptions(**stage1_config("tiny").data.build))["image_min_side"] == 64
+    assert stage2_config("tiny,synthetic").data.images.source == "synthetic"
     with pytest.raises(ConfigError, match="unknown words"):
-        get_config("stage3")
+        stage1_config("stage3")
 
 
 def test_config_errors(tmp_path):
-    data = data_config("stage1", "tiny")
+    data = stage1_config("tiny").data
     with pytest.raises(ConfigError, match="data.images.data_dir is empty"):
         make_iterator(data, process_index=0, process_count=1)
     data.images.data_dir = str(tmp_path)

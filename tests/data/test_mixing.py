@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stylecrafter_jax.data.defaults import data_config
+from configs.stage2 import get_config as stage2_config
 from stylecrafter_jax.data.iterators import make_iterator
 from stylecrafter_jax.data.mixing import MixedIterator
 from stylecrafter_jax.errors import ConfigError
@@ -40,7 +40,7 @@ def test_draws_depend_only_on_seed_and_step():
 
 
 def test_mixed_batches_and_exact_resume():
-    data = data_config("stage2", "tiny", "synthetic")
+    data = stage2_config("tiny,synthetic").data
     data.image_ratio = 0.5
     mixed = make_iterator(data, process_index=0, process_count=1)
     for _ in range(3):

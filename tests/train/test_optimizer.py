@@ -13,7 +13,7 @@ from stylecrafter_jax.train.optimizer import learning_rate_schedule, make_optimi
 
 
 def _train(**overrides) -> ml_collections.ConfigDict:
-    train = train_config("stage1")
+    train = train_config()
     train.update({"learning_rate": 1e-4, **overrides})
     return train
 
