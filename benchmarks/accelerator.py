@@ -31,7 +31,7 @@ Rows, run in priority order, printed in this one:
 Image-to-video rows (DynamiCrafter, VideoCrafter i2v) are to join as parts once those models are in the
 package; the JSON lists them under "pending".
 
-MFU: model FLOP/s over the device's dense bf16 peak (stylecrafter_jax/train/throughput.py: H100 and H200
+MFU: model FLOP/s over the device's dense bf16 peak (stylecrafter_jax/train/metrics.py: H100 and H200
 989, A100 312 TFLOP/s; none on CPU: n/a). FLOPs: a full-size 16x40x64 U-Net forward counts 10.923 TFLOP
 (the reference's matmuls and convolutions); everything else XLA's cost analysis. peak_gib: the device's
 peak bytes in use (JAX memory_stats, cumulative since the process started, as JAX cannot reset it; torch's
@@ -73,7 +73,7 @@ from stylecrafter_jax.parallel.arrays import batch_sharding  # noqa: E402
 from stylecrafter_jax.sampling.pipeline import SamplingPipeline  # noqa: E402
 from stylecrafter_jax.sampling.settings import pixels_per_latent  # noqa: E402
 from stylecrafter_jax.sampling.weights import random_params  # noqa: E402
-from stylecrafter_jax.train.throughput import peak_flops_per_device  # noqa: E402
+from stylecrafter_jax.train.metrics import peak_flops_per_device  # noqa: E402
 
 COLUMNS = ("part", "code", "dtype", "batch", "shape", "steps", "compile_s", "s_per_video", "ms_per_call",
            "forwards_per_s", "tflops", "mfu", "peak_gib", "xla_gib", "speedup", "note")
@@ -491,9 +491,8 @@ class TrainStep:
         from configs.stage2 import get_config as stage2_config
         from stylecrafter_jax.models.build import build_adapter, build_unet
         from stylecrafter_jax.parallel.mesh import create_mesh
-        from stylecrafter_jax.train.init import create_state, stage_labels
-        from stylecrafter_jax.train.loss import LossModels
-        from stylecrafter_jax.train.optimizer import make_optimizer
+        from stylecrafter_jax.train.state import create_state, stage_labels
+        from stylecrafter_jax.train.step import LossModels, make_optimizer
 
         start = time.perf_counter()
         get = stage1_config if stage == "stage1" else stage2_config

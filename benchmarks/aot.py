@@ -45,11 +45,8 @@ from stylecrafter_jax.parallel.arrays import abstract_arrays, batch_sharding, ch
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.sampling.settings import pixels_per_latent
-from stylecrafter_jax.train.init import create_state, stage_labels
-from stylecrafter_jax.train.loop import IMAGE_MODES
-from stylecrafter_jax.train.loss import LossModels
-from stylecrafter_jax.train.optimizer import make_optimizer
-from stylecrafter_jax.train.step import compile_step, make_step_fn
+from stylecrafter_jax.train.state import create_state, stage_labels
+from stylecrafter_jax.train.step import LossModels, compile_step, make_optimizer, make_step_fn, temporal_mode
 
 GIB = 2 ** 30
 
@@ -145,7 +142,7 @@ def host_batch_shapes(config: ml_collections.ConfigDict, kind: str, batch: int) 
     crop = section.style_output or section.style_crop
     frames = section.num_frames if kind == "videos" else 1
     lead: tuple[int, ...] = (batch,)
-    if kind == "images" and IMAGE_MODES.get(config.stage) == "frame_isolated":
+    if temporal_mode(config.stage, kind) == "frame_isolated":
         packed = config.data.videos.num_frames
         if batch % packed:
             raise ConfigError(f"--batch {batch}: a packed image batch needs a multiple of {packed} images")
@@ -169,7 +166,7 @@ def encoded_batch(config: ml_collections.ConfigDict, kind: str, batch: int, mesh
 
 def compile_train(config: ml_collections.ConfigDict, kind: str, batch: int, mesh: Mesh) -> tuple[Any, float]:
     """(compiled, seconds) of the real train step on a global batch of `kind`."""
-    check_global_batch_size(batch if kind == "videos" or config.stage not in IMAGE_MODES
+    check_global_batch_size(batch if temporal_mode(config.stage, kind) != "frame_isolated"
                             else batch // config.data.videos.num_frames, mesh)
     labels = stage_labels(config)
     tx = make_optimizer(config.train, labels)
@@ -177,7 +174,7 @@ def compile_train(config: ml_collections.ConfigDict, kind: str, batch: int, mesh
     text = config.model.text_encoder
     models = LossModels(build_unet(config.model), build_adapter(config.model), schedule_from_config(config.model),
                         np.zeros((1, text.context_length, text.width), np.float32))
-    mode = IMAGE_MODES.get(config.stage, "skip") if kind == "images" else "full"
+    mode = temporal_mode(config.stage, kind)
     abstract_batch = encoded_batch(config, kind, batch, mesh)
     start = time.perf_counter()
     with activation_rules(mesh, config.mesh.rules):

@@ -27,8 +27,8 @@ from ml_collections import config_flags
 
 from stylecrafter_jax.conditioning.frozen import build_encoders, init_encoder_params
 from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes, unet_branch_inputs
-from stylecrafter_jax.train.masks import count_by_label, label_params, path_string
 from stylecrafter_jax.train.stages import TEMPORAL_TRANSFORMERS, stage_rules, stages_for_variant
+from stylecrafter_jax.train.state import count_by_label, label_params, path_string
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config), e.g. configs/stage1.py:tiny")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")

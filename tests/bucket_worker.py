@@ -69,7 +69,7 @@ def main(command, *args):
             os.kill(os.getpid(), signal.SIGTERM)
 
     result = run(train_config(workdir, data_dir, int(steps)), log=log)
-    print(f"RESULT step={result['step']} preempted={result['preempted']}", flush=True)
+    print(f"RESULT step={result.step} preempted={result.preempted}", flush=True)
 
 
 if __name__ == "__main__":

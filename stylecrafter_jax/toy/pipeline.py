@@ -16,8 +16,8 @@ from stylecrafter_jax.sampling.pipeline import SamplingPipeline
 from stylecrafter_jax.sampling.weights import load_params
 from stylecrafter_jax.toy.data import toy_example
 from stylecrafter_jax.toy.scores import ToyScorer
-from stylecrafter_jax.train.init import copy_text_kv_to_style_kv
 from stylecrafter_jax.train.loop import run
+from stylecrafter_jax.train.state import copy_text_kv_to_style_kv
 
 
 def phase_config(config: ml_collections.ConfigDict, phase: str) -> ml_collections.ConfigDict:
@@ -44,7 +44,7 @@ def run_toy(config: ml_collections.ConfigDict, *, log: Callable[[str], None] = p
     """Train both phases (resuming each from its checkpoints), then sample and score; returns the scores."""
     for phase in ("base", "adapter"):
         log(f"toy: {phase} phase")
-        if run(phase_config(config, phase), log=log)["preempted"]:
+        if run(phase_config(config, phase), log=log).preempted:
             log("toy: preempted; run the same command again to resume")
             return {}
     scores = score_toy(config, log=log)

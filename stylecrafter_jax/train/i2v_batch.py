@@ -25,7 +25,7 @@ from stylecrafter_jax.diffusion.schedule import DiffusionProcess, q_sample
 from stylecrafter_jax.errors import ConfigError, ShapeError
 from stylecrafter_jax.models.image_context import Resampler
 from stylecrafter_jax.models.unet3d import UNet3D
-from stylecrafter_jax.train.loss import condition_drops, prediction_target, rescale_x0
+from stylecrafter_jax.train.step import condition_drops, prediction_target, rescale_x0
 from stylecrafter_jax.train.stages import stage_inputs
 
 CONCATS = ("frame", "interp", "zeros", "none")

@@ -1,15 +1,68 @@
-"""The train state, and selection/merging of the trainable and frozen parts of the parameter tree."""
+"""The train state: stage labels of the parameters, TrainState, trainable/frozen selection and merging, what a
+checkpoint holds of it, and its shapes-first, born-sharded creation."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import re
+from typing import Any, Sequence
 
 import flax
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
 from flax import traverse_util
+from jax.sharding import Mesh
 
-from stylecrafter_jax.train.masks import TRAIN
+from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.models.build import init_params, param_shapes
+from stylecrafter_jax.parallel.init import abstract_sharded, init_sharded
+from stylecrafter_jax.train.stages import stage_rules
 
+TRAIN, FROZEN = "train", "frozen"
+
+
+# ===== Stage labels: every parameter labelled by the first matching (regex, label) rule of the stage =====
+
+def path_string(path: tuple) -> str:
+    """A pytree key path as the `/`-joined string the rules match."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def label_params(params: Any, rules: Sequence[tuple[str, str]]) -> Any:
+    """A pytree of labels ("train"/"frozen") with the structure of `params`."""
+    compiled = [(re.compile(pattern), label) for pattern, label in rules]
+    for _, label in compiled:
+        if label not in (TRAIN, FROZEN):
+            raise ConfigError(f"stage rule label {label!r}: expected {TRAIN!r} or {FROZEN!r}")
+
+    def label(path, _):
+        name = path_string(path)
+        for pattern, lab in compiled:
+            if pattern.search(name):
+                return lab
+        raise ConfigError(f"parameter {name!r} matches no stage rule; end the rules with ('.*', 'frozen')")
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def count_by_label(params: Any, labels: Any) -> dict[str, int]:
+    """Number of parameters per label (works on arrays and ShapeDtypeStructs)."""
+    counts = {TRAIN: 0, FROZEN: 0}
+    for leaf, lab in zip(jax.tree.leaves(params), jax.tree.leaves(labels)):
+        counts[lab] += int(np.prod(leaf.shape))
+    return counts
+
+
+def stage_labels(config: ml_collections.ConfigDict) -> dict:
+    """The static label tree of the stage, computed on the abstract parameters."""
+    return label_params(nn.unbox(param_shapes(config.model)), stage_rules(config.stage))
+
+
+# ===== The state, and its trainable and frozen parts =====
 
 @flax.struct.dataclass
 class TrainState:
@@ -41,3 +94,72 @@ def merge(*trees: dict) -> dict:
 def trainable(tree: dict, labels: dict) -> dict:
     """The trainable leaves of `tree`."""
     return select(tree, labels, TRAIN)
+
+
+def checkpoint_tree(state: TrainState, labels: dict) -> dict:
+    """What a checkpoint holds: the trainable leaves, optimizer state, EMA, step and RNG (no frozen leaves)."""
+    return {"step": state.step, "trainable": trainable(state.params, labels), "opt_state": state.opt_state,
+            "ema": state.ema, "rng": state.rng}
+
+
+def from_checkpoint_tree(state: TrainState, tree: dict) -> TrainState:
+    """`state` with what a restored `checkpoint_tree` holds in place (its frozen leaves kept)."""
+    return state.replace(step=tree["step"], params=merge(state.params, tree["trainable"]),
+                         opt_state=tree["opt_state"], ema=tree["ema"], rng=tree["rng"])
+
+
+# ===== Creation, every leaf born in its sharding =====
+
+def create_state(config: ml_collections.ConfigDict, tx: optax.GradientTransformation, labels: dict, mesh: Mesh,
+                 base: dict | None = None, abstract: bool = False) -> tuple[TrainState, Any]:
+    """A TrainState with every leaf created in its sharding; returns (state, shardings).
+
+    `base` (part of the {'unet', 'adapter'} tree, arrays already in their shardings: the converted
+    base weights) gives those leaves, which are never initialised. Frozen leaves it does not give are
+    random, with every all-zero kernel (the zero-initialised output layers) redrawn, since a frozen zero
+    output head would zero every gradient; trained leaves keep the model's initialisation. `abstract`:
+    ShapeDtypeStructs carrying the shardings instead (nothing is created).
+    """
+    base = base or {}
+    flat_labels = traverse_util.flatten_dict(labels)
+    stage1_kv = config.stage == "stage1" and "adapter" not in base
+
+    def init(key, base):
+        params_key, rng = jax.random.split(key)
+        redraw_key = jax.random.fold_in(key, 1)
+        flat = traverse_util.flatten_dict(init_params(config.model, params_key))
+        given = traverse_util.flatten_dict(base)
+        for index, path in enumerate(sorted(flat)):
+            if path in given:
+                flat[path] = flat[path].replace_boxed(given[path])
+            elif flat_labels[path] == FROZEN and path[-1] == "kernel":
+                flat[path] = flat[path].replace_boxed(_redraw_if_zero(flat[path].value,
+                                                                      jax.random.fold_in(redraw_key, index)))
+        params = traverse_util.unflatten_dict(flat)
+        if stage1_kv:
+            params["unet"] = copy_text_kv_to_style_kv(params["unet"])
+        ema = jax.tree.map(jnp.copy, trainable(params, labels)) if config.train.ema_decay else None
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ema=ema, rng=rng)
+
+    make = abstract_sharded if abstract else init_sharded
+    return make(init, jax.random.PRNGKey(config.seed), base, mesh=mesh, rules=config.mesh.rules)
+
+
+def _redraw_if_zero(kernel: jax.Array, key: jax.Array) -> jax.Array:
+    """`kernel`, or N(0, 1/fan_in) values in its place when it is all zeros."""
+    fan_in = max(1, math.prod(kernel.shape[:-1]))
+    drawn = jax.random.normal(key, kernel.shape, kernel.dtype) / math.sqrt(fan_in)
+    return jnp.where(jnp.all(kernel == 0), drawn, kernel)
+
+
+def copy_text_kv_to_style_kv(unet: dict) -> dict:
+    """Initialise every style K/V from its layer's text K/V (a copy), as the reference does before training."""
+    flat = traverse_util.flatten_dict(unet)
+    out = dict(flat)
+    for path in flat:
+        name = "/".join(path)
+        match = re.search(r"/attn2/processor/(to_[kv])_style/kernel$", name)
+        if match:
+            owner = path[:path.index("processor")]
+            out[path] = jax.tree.map(jnp.copy, flat[owner + (match.group(1), "kernel")])
+    return traverse_util.unflatten_dict(out)

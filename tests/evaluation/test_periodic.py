@@ -1,10 +1,15 @@
 """Periodic evaluation inside training: scalars of a sample function on a small subset of an eval JSON."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 
+from configs.stage1 import get_config
 from stylecrafter_jax.errors import ConfigError, ShapeError
 from stylecrafter_jax.evaluation.periodic import PeriodicEvaluator, make_periodic_evaluator, pipeline_sample_fn
+from stylecrafter_jax.train.loop import run
 from tests.evaluation.tiny_eval import moving_video, tiny_config, write_eval_set, write_metric_weights
 
 ENTRIES = [("A red kite over a beach.", "s/a.png"), ("A train in the mountains.", ["m/0.png", "m/1.png"]),
@@ -57,3 +62,24 @@ def test_pipeline_sample_fn_batches_by_reference_count_and_keeps_order(evaluator
     assert [c[2] for c in calls] == [[0], [1], [2]] and {c[3] for c in calls} == {5}
     assert calls[1][1] == (1, 2, 512, 512, 3)  # references centre-cropped to 512 in [-1, 1], as sampling takes them
     np.testing.assert_array_equal(videos, np.stack([moving_video(i, 4, 32, 64) for i in range(3)]))
+
+
+def test_periodic_samples_and_metrics(tmp_path):
+    weights = write_metric_weights(str(tmp_path / "metric_weights"))
+    eval_json = write_eval_set(str(tmp_path / "eval"), [("a red house", "styles/a.png"),
+                                                        ("a dog", ["styles/a.png", "styles/b.jpg"])])
+    config = get_config("tiny,synthetic")
+    with config.unlocked():
+        config.workdir = str(tmp_path / "run")
+        config.train.update(steps=2, log_every=1, sample_every=2, eval_every=2, async_checkpoint=False)
+        config.sampling.steps = 2
+        config.periodic.update(eval_json=eval_json, eval_root=str(tmp_path / "eval"), entries=2,
+                               evaluation="video,tiny", clip_checkpoint=weights["clip"], clip_format="hf",
+                               dino_checkpoint=weights["dino"])
+    run(config, log=lambda _: None)
+    samples = sorted(os.listdir(tmp_path / "run" / "samples" / "step_0000002" / "samples"))
+    assert samples == ["0000_0.mp4", "0001_0.mp4"]
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    evaluated = [r for r in rows if "eval/clip_style" in r]
+    assert len(evaluated) == 1 and evaluated[0]["step"] == 2 and evaluated[0]["eval/samples"] == 2.0
+    assert -1.0 <= evaluated[0]["eval/clip_text"] <= 1.0 and evaluated[0]["eval/warp_error"] >= 0.0

@@ -12,12 +12,8 @@ from stylecrafter_jax.models.build import build_adapter, build_unet
 from stylecrafter_jax.parallel.arrays import abstract_arrays, batch_sharding
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh
-from stylecrafter_jax.train.init import create_state, stage_labels
-from stylecrafter_jax.train.loss import LossModels
-from stylecrafter_jax.train.masks import TRAIN
-from stylecrafter_jax.train.optimizer import make_optimizer
-from stylecrafter_jax.train.state import select
-from stylecrafter_jax.train.step import compile_step, make_step_fn
+from stylecrafter_jax.train.state import TRAIN, create_state, select, stage_labels
+from stylecrafter_jax.train.step import LossModels, compile_step, make_optimizer, make_step_fn
 from tests.conftest import encoded_batch
 
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]

@@ -68,7 +68,7 @@ def train(overrides, as_if_processes=None):
         result = loop.run(config, log=lambda line: print(line, flush=True))
     finally:
         loop.make_iterator = make_iterator
-    flat = traverse_util.flatten_dict(jax.device_get(trainable(result["state"].params, result["labels"])), sep="/")
+    flat = traverse_util.flatten_dict(jax.device_get(trainable(result.state.params, result.labels)), sep="/")
     np.savez(os.path.join(config.workdir, "trained.npz"), **flat)
 
 

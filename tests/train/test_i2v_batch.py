@@ -12,7 +12,7 @@ from stylecrafter_jax.errors import ConfigError, ShapeError
 from stylecrafter_jax.models.build import build_projector, build_unet
 from stylecrafter_jax.train.i2v_batch import (I2VBatchSettings, I2VLossModels, batch_settings, build_batch,
                                               draw_conditions, draw_noise, i2v_loss)
-from stylecrafter_jax.train.loss import prediction_target, rescale_x0
+from stylecrafter_jax.train.step import prediction_target, rescale_x0
 
 B, T, H, W, C, L, D, N = 64, 4, 2, 2, 4, 77, 64, 257
 

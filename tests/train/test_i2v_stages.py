@@ -8,9 +8,9 @@ from stylecrafter_jax.defaults import image_to_video_config
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.build import param_shapes
 from stylecrafter_jax.summary import component_counts
-from stylecrafter_jax.train.masks import count_by_label, label_params
 from stylecrafter_jax.train.stages import stage_rules
 from stylecrafter_jax.train.stages import I2V_STAGES, stage_inputs, stages_for_variant
+from stylecrafter_jax.train.state import count_by_label, label_params
 
 # Reference counts (../shared/reference/i2v-dynamicrafter.md §5).
 DC_UNET, VC_UNET, DC_P, VC_P, IMAGE_KV = 1_438_854_980, 1_438_843_460, 48_787_456, 48_541_696, 25_559_040

@@ -1,5 +1,7 @@
 """The training loop on the toy's tiny pixel model: resume after preemption equals an uninterrupted run,
-NaN stops the run, bad configs are refused before compiling, the loss falls, an EMA run."""
+NaN stops the run, bad configs are refused before compiling, the loss falls, an EMA run; the work directory's
+record of the base weights: a resume on other base weights is refused naming both, and full-size training
+without converted base weights is refused unless asked for."""
 
 import json
 import os
@@ -10,15 +12,18 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from configs.stage1 import get_config as stage1_config
 from configs.toy import get_config
 from stylecrafter_jax.checkpoints.components import trained_tree_to_components
-from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
+from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest, write_manifest
 from stylecrafter_jax.checkpoints.run_checkpoints import RunCheckpointer
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError
 from stylecrafter_jax.sampling.weights import resolve_params
 from stylecrafter_jax.toy.pipeline import phase_config
-from stylecrafter_jax.train.loop import TrainingStopped, _check_finite, _checkpoint_tree, _first_bad_step, run
-from stylecrafter_jax.train.state import merge, trainable
+from stylecrafter_jax.train.__main__ import main
+from stylecrafter_jax.train.loop import base_weights_id, check_base_weights, run
+from stylecrafter_jax.train.metrics import TrainingStopped
+from stylecrafter_jax.train.state import checkpoint_tree, merge, trainable
 
 
 def _config(workdir, steps):
@@ -32,7 +37,7 @@ def _config(workdir, steps):
 
 
 def _trained(result):
-    return traverse_util.flatten_dict(jax.device_get(trainable(result["state"].params, result["labels"])))
+    return traverse_util.flatten_dict(jax.device_get(trainable(result.state.params, result.labels)))
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +51,10 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, uninterrup
             os.kill(os.getpid(), signal.SIGTERM)
 
     first = run(_config(tmp_path, 4), log=preempt_at_step_2)
-    assert first["preempted"] and first["step"] == 2
+    assert first.preempted and first.step == 2
     assert RunCheckpointer(str(tmp_path / "checkpoints"), keep=2, every=2).latest_step() == 2
     resumed = run(_config(tmp_path, 4), log=lambda _: None)
-    assert resumed["step"] == 4
+    assert resumed.step == 4
     expected, got = _trained(uninterrupted), _trained(resumed)
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key], err_msg=str(key))
@@ -59,7 +64,7 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, uninterrup
     # The same command once more: the finished run is noticed before any model is built.
     lines = []
     again = run(_config(tmp_path, 4), log=lines.append)
-    assert again["step"] == 4 and again["state"] is None and not again["preempted"]
+    assert again.step == 4 and again.state is None and not again.preempted
     assert any("holds the finished run (step 4" in line for line in lines), lines
 
 
@@ -67,19 +72,6 @@ def test_loss_falls(tmp_path):
     run(_config(tmp_path, 30), log=lambda _: None)
     losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
-
-
-def test_first_non_finite_step_is_kept_and_named():
-    # The step itself keeps the state on a non-finite loss (tests/train/test_step.py); the loop then stops.
-    bad = None
-    for step, (finite, loss) in enumerate([(True, 1.0), (False, np.nan), (False, np.inf)], start=1):
-        bad = _first_bad_step(bad, {"finite": np.bool_(finite), "loss": np.float32(loss),
-                                    "grad_norm": np.float32(step)}, step)
-        if step == 1:
-            _check_finite(bad, step)
-    with pytest.raises(TrainingStopped, match=r"non-finite loss or gradient at step 2 \(loss=nan, grad_norm=2.0\).*"
-                                              r"stopped at step 3"):
-        _check_finite(bad, 3)
 
 
 def test_non_finite_step_stops_the_run_at_the_next_checkpoint_step_before_saving(tmp_path):
@@ -95,9 +87,9 @@ def test_ema_run_follows_the_recurrence_and_is_exported_and_sampled(tmp_path):
     config = _config(tmp_path, 3)
     config.train.update(ema_decay=decay, checkpoint_every=1, keep_checkpoints=3)
     result = run(config, log=lambda _: None)
-    state, labels = result["state"], result["labels"]
+    state, labels = result.state, result.labels
     checkpointer = RunCheckpointer(str(tmp_path / "checkpoints"), keep=3, every=1)
-    trees = [checkpointer.restore(step, _checkpoint_tree(state, labels))[0] for step in (1, 2, 3)]
+    trees = [checkpointer.restore(step, checkpoint_tree(state, labels))[0] for step in (1, 2, 3)]
     checkpointer.close()
     ema = traverse_util.flatten_dict(jax.device_get(trees[0]["ema"]))
     for tree in trees[1:]:  # EMA_t = d EMA_(t-1) + (1 - d) params_t, from the params of each step
@@ -149,3 +141,50 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="does not match"):
         checkpointer.restore(1, {"w": jax.ShapeDtypeStruct((3, 3), np.float32)})
     checkpointer.close()
+
+
+# ===== The work directory's record of the base weights =====
+
+def _stage1_config(workdir, pretrained="", size="tiny,synthetic"):
+    config = stage1_config(size)
+    with config.unlocked():
+        config.workdir, config.pretrained = str(workdir), str(pretrained)
+    return config
+
+
+def _converted(directory, step):
+    directory.mkdir()
+    write_manifest(str(directory), {"source": "test", "step": step}, {})
+    return directory
+
+
+def test_resume_on_other_base_weights_is_refused_naming_both(tmp_path):
+    first, second = _converted(tmp_path / "a", 1), _converted(tmp_path / "b", 2)
+    check_base_weights(_stage1_config(tmp_path / "run", first), write=True)
+    check_base_weights(_stage1_config(tmp_path / "run", first), write=True)  # the same base resumes
+    with pytest.raises(ConfigError) as refused:
+        check_base_weights(_stage1_config(tmp_path / "run", second), write=True)
+    message = str(refused.value)
+    assert base_weights_id(_stage1_config(tmp_path, first)) in message and base_weights_id(_stage1_config(tmp_path, second)) in message
+    assert str(first) in message and str(second) in message
+    with pytest.raises(ConfigError, match="not on random"):
+        check_base_weights(_stage1_config(tmp_path / "run"), write=True)
+
+
+def test_random_base_is_recorded_and_a_converted_one_is_refused_after_it(tmp_path):
+    converted = _converted(tmp_path / "a", 1)
+    check_base_weights(_stage1_config(tmp_path / "run"), write=True)
+    assert base_weights_id(_stage1_config(tmp_path / "run")) == "random"
+    with pytest.raises(ConfigError, match="trained on the base weights random, not on .*manifest sha256 [0-9a-f]{64}"):
+        check_base_weights(_stage1_config(tmp_path / "run", converted), write=True)
+
+
+def test_full_size_training_without_pretrained_is_refused_unless_allowed(tmp_path, capsys):
+    config = _stage1_config(tmp_path / "full", size="full")
+    with pytest.raises(ConfigError, match="--config.allow_random_base=True"):
+        check_base_weights(config, write=False)
+    config.allow_random_base = True
+    check_base_weights(config, write=False)
+    assert main(["train", "--config=configs/stage1.py", f"--config.workdir={tmp_path / 'cli'}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: full-size training needs --config.pretrained"), lines

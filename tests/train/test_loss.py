@@ -7,7 +7,7 @@ import pytest
 
 from stylecrafter_jax.diffusion.schedule import make_schedule
 from stylecrafter_jax.errors import ConfigError
-from stylecrafter_jax.train.loss import dropout_masks, loss_weights, sample_timesteps
+from stylecrafter_jax.train.step import dropout_masks, loss_weights, sample_timesteps
 
 
 def _train(**values):

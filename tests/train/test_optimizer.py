@@ -9,7 +9,7 @@ import pytest
 
 from stylecrafter_jax.defaults import train_config
 from stylecrafter_jax.errors import ConfigError
-from stylecrafter_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from stylecrafter_jax.train.step import learning_rate_schedule, make_optimizer
 
 
 def _train(**overrides) -> ml_collections.ConfigDict:

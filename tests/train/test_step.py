@@ -14,12 +14,8 @@ from stylecrafter_jax.models.build import build_adapter, build_unet, example_inp
 from stylecrafter_jax.parallel.arrays import abstract_arrays
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh
-from stylecrafter_jax.train.init import create_state, stage_labels
-from stylecrafter_jax.train.loss import LossModels
-from stylecrafter_jax.train.masks import FROZEN, TRAIN
-from stylecrafter_jax.train.optimizer import make_optimizer
-from stylecrafter_jax.train.state import select
-from stylecrafter_jax.train.step import compile_step, make_step_fn
+from stylecrafter_jax.train.state import FROZEN, TRAIN, create_state, select, stage_labels
+from stylecrafter_jax.train.step import LossModels, compile_step, make_optimizer, make_step_fn
 
 BATCH = 8
 
