@@ -1,7 +1,15 @@
-"""Test-session setup: 8 fake CPU devices, no hub access, a persistent XLA compilation cache."""
+"""Test-session setup: 8 fake CPU devices, no hub access, one XLA compilation cache for the session."""
 
 import os
+import shutil
+import tempfile
 
+# One compilation cache for the session and the processes its tests start (they inherit these variables),
+# empty at the start and never in HOME: the suite runs cold, but a program that two tests (or two runs of
+# one test) compile is compiled once.
+XLA_CACHE = tempfile.mkdtemp(prefix="stylecrafter_jax_xla_")
+os.environ.update(JAX_COMPILATION_CACHE_DIR=XLA_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # with libtpu installed, jax would probe for TPUs first
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -9,11 +17,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # noqa: E402
-
-jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/stylecrafter_jax/xla"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    """Remove the session's compilation cache."""
+    shutil.rmtree(XLA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

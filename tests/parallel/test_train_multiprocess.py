@@ -39,7 +39,7 @@ def _env(devices, cache):
     for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_COMPILATION_CACHE_DIR"):
         env.pop(key, None)
     if cache:
-        env["JAX_COMPILATION_CACHE_DIR"] = os.path.expanduser("~/.cache/stylecrafter_jax/xla")
+        env["JAX_COMPILATION_CACHE_DIR"] = os.environ["JAX_COMPILATION_CACHE_DIR"]  # the session's (conftest)
     else:
         env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     return env
