@@ -111,7 +111,7 @@ def test_unreachable_coordinator_is_a_clear_error_not_a_hang():
 def run_workers(commands, timeout_s=180):
     """Start the processes together; return their (returncode, stdout, stderr), killing all on timeout."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=str(REPO),
-               JAX_PLATFORMS="cpu")
+               JAX_PLATFORMS="cpu", JAX_ENABLE_COMPILATION_CACHE="false")  # why: test_train_multiprocess._env
     procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for cmd in commands]
     return wait_all(procs, timeout_s)
