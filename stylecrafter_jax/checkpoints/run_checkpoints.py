@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 
 from stylecrafter_jax.errors import CheckpointMismatchError
 from stylecrafter_jax.paths import absolute
+from stylecrafter_jax.trees import path_string
 
 
 class RunCheckpointer:
@@ -61,7 +62,7 @@ class RunCheckpointer:
 
 def _check_shapes(restored: Any, abstract: Any, where: str) -> None:
     """Raise CheckpointMismatchError naming the leaves whose restored shape differs from the model's."""
-    bad = [f"{jax.tree_util.keystr(path)}: checkpoint {tuple(r.shape)}, model {tuple(a.shape)}"
+    bad = [f"{path_string(path)}: checkpoint {tuple(r.shape)}, model {tuple(a.shape)}"
            for (path, r), a in zip(jax.tree_util.tree_leaves_with_path(restored), jax.tree.leaves(abstract))
            if tuple(r.shape) != tuple(a.shape)]
     if bad:

@@ -9,6 +9,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from stylecrafter_jax.errors import ConfigError, ShapeError
+from stylecrafter_jax.trees import path_string
 
 BATCH_AXES: tuple[str, str] = ("data", "fsdp")
 """The mesh axes the leading (batch) dimension of every input is split over."""
@@ -79,7 +80,7 @@ def make_global_batch(local_batch: Any, mesh: Mesh) -> Any:
     distinct host parts (`process_data_shard`), and must divide over data x fsdp.
     """
     leaves, _ = jax.tree_util.tree_flatten_with_path(local_batch)
-    named = {jax.tree_util.keystr(path, simple=True, separator="/"): np.asarray(leaf) for path, leaf in leaves}
+    named = {path_string(path): np.asarray(leaf) for path, leaf in leaves}
     sizes = {name: array.shape[0] if array.ndim else None for name, array in named.items()}
     if len(set(sizes.values())) != 1 or None in sizes.values():
         raise ShapeError(f"local batch leaves must share one leading (batch) size; got {sizes}")

@@ -41,6 +41,7 @@ from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import MESH_AXES
 from stylecrafter_jax.parallel.rules import DEFAULT_RULES, logical_shardings
 from stylecrafter_jax.sampling.settings import check_sampling, pixels_per_latent, required_components
+from stylecrafter_jax.trees import path_string
 
 
 def build_encoders(model: ml_collections.ConfigDict
@@ -113,7 +114,7 @@ class SamplingPipeline:
             raise ConfigError(f"sampling params: missing components {missing}, expected {list(names)}")
         self.model, self.sampling = model, sampling
         self.mesh, self.rules = mesh or single_device_mesh(), rules
-        self._shardings = {jax.tree_util.keystr(path): sharding for path, sharding in
+        self._shardings = {path_string(path): sharding for path, sharding in
                            jax.tree_util.tree_leaves_with_path(param_shardings(model, self.mesh, rules))}
         self._rows = batch_sharding(self.mesh)
         self.params = {name: params[name] for name in names}
@@ -138,7 +139,7 @@ class SamplingPipeline:
     @params.setter
     def params(self, params: dict[str, Any]) -> None:
         def place(path: tuple, leaf: Any) -> jax.Array:
-            name = jax.tree_util.keystr(path)
+            name = path_string(path)
             sharding = self._shardings.get(name)
             if sharding is None:
                 raise CheckpointMismatchError(f"sampling params: unexpected leaf {name} of shape {np.shape(leaf)} "
