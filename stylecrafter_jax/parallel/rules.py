@@ -1,4 +1,18 @@
-"""Logical axis rules (MaxText vocabulary) and the shardings they give a tree of parameters."""
+"""Logical axis rules (MaxText vocabulary) and the shardings they give a tree of parameters.
+
+The logical names, each used by some module of `models/`:
+- activation_batch: the leading (batch, or batch x frames) dimension of activations;
+- activation_heads: the heads of the (batch, length, heads, head_dim) arrays attention kernels take;
+- activation_embed: the channels of U-Net feature maps and token sequences;
+- activation_length: the tokens of a spatial transformer's (batch x frames, h x w, channels) sequence;
+- activation_height, activation_width: the spatial dimensions of (batch x frames, h, w, channels) maps;
+- embed: the model-width side of a dense kernel, and the width of embeddings and learned queries;
+- heads: the attention side (heads x head_dim) of query, key, value and output kernels;
+- mlp: the hidden side of feed-forward and embedding-MLP kernels;
+- vocab: the rows of the text tower's token embedding;
+- conv_in, conv_out: the input and output channels of convolution kernels;
+- norm: the scale and bias of GroupNorm and LayerNorm.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +24,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from stylecrafter_jax.errors import ConfigError
+from stylecrafter_jax.trees import path_string
 
 MeshAxes = str | tuple[str, ...] | None
 Rules = tuple[tuple[str, MeshAxes], ...]
@@ -23,7 +38,6 @@ DEFAULT_RULES: Rules = (
     ("activation_heads", "tensor"),
     ("activation_embed", None),
     ("activation_length", None),
-    ("activation_frames", None),
     ("activation_height", None),
     ("activation_width", None),
     # Parameters: the model dimension over fsdp, the wide dimensions over tensor. Conv kernels split their
@@ -37,7 +51,6 @@ DEFAULT_RULES: Rules = (
     ("conv_out", "fsdp"),
     ("conv_in", None),
     ("norm", None),
-    ("style_tokens", None),
 )
 """Rules in priority order: a logical name takes the first of its rules whose mesh axes are still free."""
 
@@ -137,9 +150,9 @@ def shard_report(abstract_tree: Any, shardings: Any) -> list[ShardInfo]:
     leaves = jax.tree_util.tree_leaves_with_path(nn.unbox(abstract_tree))
     report = []
     for (path, leaf), sharding in zip(leaves, jax.tree.leaves(shardings)):
-        name = jax.tree_util.keystr(path, simple=True, separator="/")
-        shard_shape = sharding.shard_shape(tuple(leaf.shape))
-        report.append(ShardInfo(name, tuple(leaf.shape), sharding.spec, math.prod(leaf.shape), math.prod(shard_shape)))
+        shape = tuple(leaf.shape)
+        report.append(ShardInfo(path=path_string(path), shape=shape, spec=sharding.spec, whole=math.prod(shape),
+                                shard=math.prod(sharding.shard_shape(shape))))
     return report
 
 
