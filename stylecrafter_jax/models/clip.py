@@ -8,17 +8,16 @@ Parameter names mirror open_clip (`token_embedding`, `positional_embedding`, `tr
 from __future__ import annotations
 
 import math
-from typing import Any
-
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from stylecrafter_jax.errors import ConfigError, ShapeError
 from stylecrafter_jax.models.layers import LayerNorm, conv, partitioned
 from stylecrafter_jax.models.transformer import Transformer
 
-Dtype = Any
 TOKEN_OUTPUTS = ("style", "raw")
 
 
@@ -45,7 +44,7 @@ class OpenCLIPTextTower(nn.Module):
     heads: int = 16
     mlp_ratio: float = 4.0
     embed_dim: int = 1024
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
     remat_policy: str = "none"
 
@@ -54,16 +53,17 @@ class OpenCLIPTextTower(nn.Module):
         if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
             raise ShapeError(f"text tokens: expected shape (batch, {self.context_length}), got {tokens.shape}")
         dtype = jnp.dtype(self.dtype)
-        embed = nn.Embed(self.vocab_size, self.width, param_dtype=jnp.float32, name="token_embedding",
-                         embedding_init=partitioned(_normal(0.02), ("vocab", "embed")))
+        embed = nn.Embed(num_embeddings=self.vocab_size, features=self.width, param_dtype=jnp.float32,
+                         name="token_embedding", embedding_init=partitioned(_normal(0.02), ("vocab", "embed")))
         positional = self.param("positional_embedding", partitioned(_normal(0.01), (None, "embed")),
                                 (self.context_length, self.width), jnp.float32)
         self.param("logit_scale", partitioned(nn.initializers.constant(math.log(1 / 0.07)), ()), (), jnp.float32)
         projection = self.param("text_projection", partitioned(_normal(self.width ** -0.5), ("embed", None)),
                                 (self.width, self.embed_dim), jnp.float32)
         causal = jnp.tril(jnp.ones((self.context_length, self.context_length), bool))[None, None]
-        transformer = Transformer(self.width, self.layers, self.heads, self.mlp_ratio, dtype, self.attention,
-                                  self.remat_policy, name="transformer")
+        transformer = Transformer(width=self.width, layers=self.layers, heads=self.heads, mlp_ratio=self.mlp_ratio,
+                                  dtype=dtype, attention=self.attention, remat_policy=self.remat_policy,
+                                  name="transformer")
         ln_final = LayerNorm(name="ln_final")
 
         x = (embed(tokens) + positional).astype(dtype)
@@ -95,7 +95,7 @@ class OpenCLIPVisionTower(nn.Module):
     mlp_ratio: float = 4.0
     embed_dim: int = 1024
     round_to_fp16: bool = True
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
     remat_policy: str = "none"
     token_output: str = "style"
@@ -120,12 +120,13 @@ class OpenCLIPVisionTower(nn.Module):
 
         patches = conv(self.width, self.patch_size, stride=self.patch_size, padding="VALID", use_bias=False,
                        dtype=dtype, name="conv1")(pixels.astype(dtype))
-        patches = patches.reshape(pixels.shape[0], grid * grid, self.width).astype(jnp.float32)
+        patches = einops.rearrange(patches, "b h w c -> b (h w) c").astype(jnp.float32)
         cls = jnp.broadcast_to(class_embedding, (pixels.shape[0], 1, self.width))
         x = jnp.concatenate([cls, patches], axis=1) + positional
         x = LayerNorm(name="ln_pre")(x).astype(dtype)
-        x = Transformer(self.width, self.layers, self.heads, self.mlp_ratio, dtype, self.attention,
-                        self.remat_policy, name="transformer")(x).astype(jnp.float32)
+        x = Transformer(width=self.width, layers=self.layers, heads=self.heads, mlp_ratio=self.mlp_ratio, dtype=dtype,
+                        attention=self.attention, remat_policy=self.remat_policy,
+                        name="transformer")(x).astype(jnp.float32)
         pooled = LayerNorm(name="ln_post")(x[:, 0])
         tokens = jnp.concatenate([pooled[:, None], x[:, 1:]], axis=1) if self.token_output == "style" else x
         if self.round_to_fp16:

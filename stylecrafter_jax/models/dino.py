@@ -9,17 +9,16 @@ attention/output/dense, layernorm_after, intermediate/dense, output/dense}`, `la
 
 from __future__ import annotations
 
-from typing import Any
-
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.attention import dot_product_attention
-from stylecrafter_jax.models.layers import LayerNorm, conv, dense, gelu, partitioned
+from stylecrafter_jax.models.layers import LayerNorm, conv, dense, gelu, merge_heads, partitioned, split_heads
 
-Dtype = Any
 _TRUNCATED_NORMAL_STD = 0.02
 
 
@@ -28,7 +27,7 @@ class _Dense(nn.Module):
 
     features: int
     axes: tuple[str | None, str | None]
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -40,17 +39,15 @@ class _SelfAttention(nn.Module):
 
     hidden_size: int
     num_heads: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         head_dim = self.hidden_size // self.num_heads
-        split = lambda y: y.reshape(y.shape[:-1] + (self.num_heads, head_dim))  # noqa: E731
-        q, k, v = (split(dense(self.hidden_size, ("embed", "heads"), name=n, dtype=self.dtype)(x))
-                   for n in ("query", "key", "value"))
-        out = dot_product_attention(q, k, v, scale=head_dim ** -0.5, implementation=self.attention)
-        return out.reshape(out.shape[:-2] + (self.hidden_size,))
+        q, k, v = (split_heads(dense(self.hidden_size, ("embed", "heads"), name=n, dtype=self.dtype)(x),
+                               self.num_heads) for n in ("query", "key", "value"))
+        return merge_heads(dot_product_attention(q, k, v, scale=head_dim ** -0.5, implementation=self.attention))
 
 
 class _Attention(nn.Module):
@@ -58,13 +55,14 @@ class _Attention(nn.Module):
 
     hidden_size: int
     num_heads: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = _SelfAttention(self.hidden_size, self.num_heads, self.dtype, self.attention, name="attention")(x)
-        return _Dense(self.hidden_size, ("heads", "embed"), self.dtype, name="output")(x)
+        x = _SelfAttention(hidden_size=self.hidden_size, num_heads=self.num_heads, dtype=self.dtype,
+                           attention=self.attention, name="attention")(x)
+        return _Dense(features=self.hidden_size, axes=("heads", "embed"), dtype=self.dtype, name="output")(x)
 
 
 class _Layer(nn.Module):
@@ -74,16 +72,18 @@ class _Layer(nn.Module):
     num_heads: int
     intermediate_size: int
     layer_norm_eps: float
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        normed = LayerNorm(self.layer_norm_eps, name="layernorm_before")(x).astype(self.dtype)
-        x = x + _Attention(self.hidden_size, self.num_heads, self.dtype, self.attention, name="attention")(normed)
-        normed = LayerNorm(self.layer_norm_eps, name="layernorm_after")(x).astype(self.dtype)
-        hidden = gelu(_Dense(self.intermediate_size, ("embed", "mlp"), self.dtype, name="intermediate")(normed))
-        return x + _Dense(self.hidden_size, ("mlp", "embed"), self.dtype, name="output")(hidden)
+        normed = LayerNorm(epsilon=self.layer_norm_eps, name="layernorm_before")(x).astype(self.dtype)
+        x = x + _Attention(hidden_size=self.hidden_size, num_heads=self.num_heads, dtype=self.dtype,
+                           attention=self.attention, name="attention")(normed)
+        normed = LayerNorm(epsilon=self.layer_norm_eps, name="layernorm_after")(x).astype(self.dtype)
+        hidden = gelu(_Dense(features=self.intermediate_size, axes=("embed", "mlp"), dtype=self.dtype,
+                             name="intermediate")(normed))
+        return x + _Dense(features=self.hidden_size, axes=("mlp", "embed"), dtype=self.dtype, name="output")(hidden)
 
 
 class _Encoder(nn.Module):
@@ -94,14 +94,15 @@ class _Encoder(nn.Module):
     num_heads: int
     intermediate_size: int
     layer_norm_eps: float
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i in range(self.num_layers):
-            x = _Layer(self.hidden_size, self.num_heads, self.intermediate_size, self.layer_norm_eps, self.dtype,
-                       self.attention, name=f"layer_{i}")(x)
+            x = _Layer(hidden_size=self.hidden_size, num_heads=self.num_heads, intermediate_size=self.intermediate_size,
+                       layer_norm_eps=self.layer_norm_eps, dtype=self.dtype, attention=self.attention,
+                       name=f"layer_{i}")(x)
         return x
 
 
@@ -110,13 +111,13 @@ class _PatchEmbeddings(nn.Module):
 
     hidden_size: int
     patch_size: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, pixels: jax.Array) -> jax.Array:
         patches = conv(self.hidden_size, self.patch_size, stride=self.patch_size, padding="VALID", dtype=self.dtype,
                        name="projection")(pixels.astype(self.dtype))
-        return patches.reshape(patches.shape[0], -1, self.hidden_size)
+        return einops.rearrange(patches, "b h w c -> b (h w) c")
 
 
 class _Embeddings(nn.Module):
@@ -125,7 +126,7 @@ class _Embeddings(nn.Module):
     hidden_size: int
     patch_size: int
     num_patches: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, pixels: jax.Array) -> jax.Array:
@@ -134,7 +135,8 @@ class _Embeddings(nn.Module):
                                jnp.float32)
         positions = self.param("position_embeddings", partitioned(init, (None, None, "embed")),
                                (1, self.num_patches + 1, self.hidden_size), jnp.float32)
-        patches = _PatchEmbeddings(self.hidden_size, self.patch_size, self.dtype, name="patch_embeddings")(pixels)
+        patches = _PatchEmbeddings(hidden_size=self.hidden_size, patch_size=self.patch_size, dtype=self.dtype,
+                                   name="patch_embeddings")(pixels)
         cls = jnp.broadcast_to(cls_token, (pixels.shape[0], 1, self.hidden_size))
         return jnp.concatenate([cls, patches.astype(jnp.float32)], axis=1) + positions
 
@@ -156,7 +158,7 @@ class DinoViT(nn.Module):
     num_heads: int = 12
     intermediate_size: int = 3072
     layer_norm_eps: float = 1e-12
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
@@ -167,8 +169,10 @@ class DinoViT(nn.Module):
                              f"got {pixels.shape}")
         dtype = jnp.dtype(self.dtype)
         num_patches = (self.image_size // self.patch_size) ** 2
-        x = _Embeddings(self.hidden_size, self.patch_size, num_patches, dtype, name="embeddings")(pixels)
-        x = _Encoder(self.hidden_size, self.num_layers, self.num_heads, self.intermediate_size, self.layer_norm_eps,
-                     dtype, self.attention, name="encoder")(x.astype(dtype))
-        hidden = LayerNorm(self.layer_norm_eps, name="layernorm")(x).astype(jnp.float32)
+        x = _Embeddings(hidden_size=self.hidden_size, patch_size=self.patch_size, num_patches=num_patches, dtype=dtype,
+                        name="embeddings")(pixels)
+        x = _Encoder(hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
+                     intermediate_size=self.intermediate_size, layer_norm_eps=self.layer_norm_eps, dtype=dtype,
+                     attention=self.attention, name="encoder")(x.astype(dtype))
+        hidden = LayerNorm(epsilon=self.layer_norm_eps, name="layernorm")(x).astype(jnp.float32)
         return hidden[:, 0], hidden

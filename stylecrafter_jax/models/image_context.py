@@ -11,21 +11,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.attention import dot_product_attention
 from stylecrafter_jax.models.layers import LayerNorm, dense, gelu, merge_heads, partitioned, split_heads
 
-Dtype = Any
-
 
 def image_cross_attention(module: nn.Module, q: jax.Array, image_context: jax.Array, *, heads: int, head_dim: int,
-                          learnable: bool, scale: float, multiplier: jax.Array | None, dtype: Dtype,
+                          learnable: bool, scale: float, multiplier: jax.Array | None, dtype: DTypeLike,
                           attention: str) -> jax.Array:
     """λ·m·softmax(q·k_ipᵀ/√d)·v_ip, heads merged, with `to_k_ip`, `to_v_ip` (and `alpha`) created in `module`.
 
@@ -53,9 +51,9 @@ def image_context_per_frame(image_context: jax.Array, b: int, t: int, tokens_per
     other (b, M, d) is seen whole by every frame.
     """
     if image_context.ndim == 4:
-        return image_context.reshape((b * t,) + image_context.shape[2:])
+        return einops.rearrange(image_context, "b t m d -> (b t) m d")
     if image_context.shape[1] == tokens_per_frame * t:
-        return image_context.reshape(b * t, tokens_per_frame, image_context.shape[-1])
+        return einops.rearrange(image_context, "b (t m) d -> (b t) m d", t=t)
     return jnp.repeat(image_context, t, axis=0)
 
 
@@ -65,7 +63,7 @@ class PerceiverAttention(nn.Module):
     dim: int = 1024
     dim_head: int = 64
     heads: int = 12
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
@@ -87,7 +85,7 @@ class ResamplerFeedForward(nn.Module):
 
     dim: int = 1024
     mult: int = 4
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -103,7 +101,7 @@ class ResamplerLayer(nn.Module):
     dim_head: int = 64
     heads: int = 12
     ff_mult: int = 4
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
@@ -129,7 +127,7 @@ class Resampler(nn.Module):
     output_dim: int = 1024
     ff_mult: int = 4
     video_length: int = 1
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @property

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
-Dtype = Any
 Axes = Sequence[str | None]
 
 gelu = functools.partial(nn.gelu, approximate=False)
@@ -22,11 +23,11 @@ def partitioned(init: nn.initializers.Initializer, axes: Axes) -> nn.initializer
 
 
 def dense(features: int, axes: tuple[str | None, str | None], *, name: str, use_bias: bool = True,
-          dtype: Dtype = jnp.float32,
+          dtype: DTypeLike = jnp.float32,
           kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()) -> nn.Dense:
     """A linear layer named like the reference module, with logically partitioned parameters."""
     return nn.Dense(
-        features,
+        features=features,
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,
@@ -37,15 +38,15 @@ def dense(features: int, axes: tuple[str | None, str | None], *, name: str, use_
 
 
 def conv(features: int, kernel: int, *, name: str, stride: int = 1,
-         padding: str | Sequence[tuple[int, int]] = "SAME_1", dtype: Dtype = jnp.float32,
+         padding: str | Sequence[tuple[int, int]] = "SAME_1", dtype: DTypeLike = jnp.float32,
          use_bias: bool = True,
          kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()) -> nn.Conv:
     """A 2-D NHWC convolution; padding "SAME_1" is the symmetric k//2 padding torch uses."""
     if padding == "SAME_1":
         padding = ((kernel // 2, kernel // 2), (kernel // 2, kernel // 2))
     return nn.Conv(
-        features,
-        (kernel, kernel),
+        features=features,
+        kernel_size=(kernel, kernel),
         strides=(stride, stride),
         padding=padding,
         use_bias=use_bias,
@@ -59,12 +60,12 @@ def conv(features: int, kernel: int, *, name: str, stride: int = 1,
 
 def split_heads(x: jax.Array, heads: int) -> jax.Array:
     """(n, l, heads*d) -> (n, l, heads, d)."""
-    return x.reshape(x.shape[:-1] + (heads, x.shape[-1] // heads))
+    return einops.rearrange(x, "... (heads d) -> ... heads d", heads=heads)
 
 
 def merge_heads(x: jax.Array) -> jax.Array:
     """(n, l, heads, d) -> (n, l, heads*d)."""
-    return x.reshape(x.shape[:-2] + (x.shape[-2] * x.shape[-1],))
+    return einops.rearrange(x, "... heads d -> ... (heads d)")
 
 
 class GroupNorm(nn.Module):
@@ -84,11 +85,12 @@ class GroupNorm(nn.Module):
         scale = self.param("scale", partitioned(nn.initializers.ones_init(), ("norm",)), (c,), jnp.float32)
         bias = self.param("bias", partitioned(nn.initializers.zeros_init(), ("norm",)), (c,), jnp.float32)
         xf = x.astype(jnp.float32)
-        grouped = xf.reshape(x.shape[:-1] + (self.num_groups, c // self.num_groups))
+        grouped = einops.rearrange(xf, "... (groups c) -> ... groups c", groups=self.num_groups)
         axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
         mean = jnp.mean(grouped, axis=axes, keepdims=True)
         var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
-        normed = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+        normed = einops.rearrange((grouped - mean) * jax.lax.rsqrt(var + self.epsilon),
+                                  "... groups c -> ... (groups c)")
         return (normed * scale + bias).astype(dtype)
 
 

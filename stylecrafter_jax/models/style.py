@@ -6,17 +6,15 @@ The third part of the adapter, the 16 style K/V projections and LayerNorms, live
 
 from __future__ import annotations
 
-from typing import Any
-
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.layers import LayerNorm, dense, gelu, partitioned
 from stylecrafter_jax.models.transformer import Transformer
-
-Dtype = Any
 
 
 def _queries(module: nn.Module, name: str, tokens: int, width: int) -> jax.Array:
@@ -32,7 +30,7 @@ def query_transformer(module: nn.Module, tokens: jax.Array, *, queries_name: str
     x = jnp.concatenate([jnp.broadcast_to(queries, (tokens.shape[0],) + queries.shape[1:]),
                          tokens.astype(jnp.float32)], axis=1).astype(module.dtype)
     x = LayerNorm(name="ln1")(x)
-    x = Transformer(width, layers, heads, dtype=module.dtype, attention=module.attention,
+    x = Transformer(width=width, layers=layers, heads=heads, dtype=module.dtype, attention=module.attention,
                     remat_policy=module.remat_policy, name="transformer_blocks")(x)
     return LayerNorm(name="ln2")(x[:, :num_tokens])
 
@@ -45,14 +43,14 @@ class StyleTransformer(nn.Module):
     num_heads: int = 8
     num_tokens: int = 8
     n_layers: int = 3
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
     remat_policy: str = "none"
 
     @nn.compact
     def __call__(self, image_tokens: jax.Array) -> jax.Array:
         if image_tokens.ndim == 4:  # several references: their tokens are concatenated
-            image_tokens = image_tokens.reshape(image_tokens.shape[0], -1, image_tokens.shape[-1])
+            image_tokens = einops.rearrange(image_tokens, "b refs l d -> b (refs l) d")
         if image_tokens.ndim != 3 or image_tokens.shape[-1] != self.in_dim:
             raise ShapeError(f"image_tokens: got shape {image_tokens.shape}, need (b, [n_ref,] tokens, "
                              f"{self.in_dim})")
@@ -73,7 +71,7 @@ class ScaleEncoder(nn.Module):
     num_tokens: int = 16
     n_layers: int = 2
     mid_dim: int = 32
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
     remat_policy: str = "none"
 
@@ -99,17 +97,19 @@ class StyleAdapter(nn.Module):
     scale_layers: int = 2
     scale_mid_dim: int = 32
     num_cross_layers: int = 16
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
     remat_policy: str = "none"
 
     @nn.compact
     def __call__(self, image_tokens: jax.Array, text_context: jax.Array) -> tuple[jax.Array, jax.Array]:
         common = dict(dtype=self.dtype, attention=self.attention, remat_policy=self.remat_policy)
-        style = StyleTransformer(self.image_dim, self.context_dim, self.style_heads, self.style_tokens,
-                                 self.style_layers, **common, name="image_context_model")(image_tokens)
-        scales = ScaleEncoder(self.context_dim, 1, self.scale_heads, self.num_cross_layers, self.scale_layers,
-                              self.scale_mid_dim, **common, name="scale_predictor")(style, text_context)
+        style = StyleTransformer(in_dim=self.image_dim, out_dim=self.context_dim, num_heads=self.style_heads,
+                                 num_tokens=self.style_tokens, n_layers=self.style_layers, **common,
+                                 name="image_context_model")(image_tokens)
+        scales = ScaleEncoder(in_dim=self.context_dim, out_dim=1, num_heads=self.scale_heads,
+                              num_tokens=self.num_cross_layers, n_layers=self.scale_layers, mid_dim=self.scale_mid_dim,
+                              **common, name="scale_predictor")(style, text_context)
         return style, scales
 
 

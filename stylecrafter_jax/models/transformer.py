@@ -7,17 +7,14 @@ packed `in_proj_weight`, in q, k, v order), `ln_2`, `mlp/{c_fc,c_proj}`; blocks 
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from stylecrafter_jax.models.attention import dot_product_attention
-from stylecrafter_jax.models.layers import LayerNorm, dense, gelu
+from stylecrafter_jax.models.layers import LayerNorm, dense, gelu, merge_heads, split_heads
 from stylecrafter_jax.models.remat import remat
-
-Dtype = Any
 
 
 class MultiheadAttention(nn.Module):
@@ -25,19 +22,17 @@ class MultiheadAttention(nn.Module):
 
     width: int
     heads: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         head_dim = self.width // self.heads
-        split = lambda y: y.reshape(y.shape[:-1] + (self.heads, head_dim))  # noqa: E731
-        q, k, v = (split(dense(self.width, ("embed", "heads"), name=n, dtype=self.dtype)(x))
+        q, k, v = (split_heads(dense(self.width, ("embed", "heads"), name=n, dtype=self.dtype)(x), self.heads)
                    for n in ("query", "key", "value"))
         out = dot_product_attention(q, k, v, scale=head_dim ** -0.5, implementation=self.attention,
                                     mask=mask)
-        out = out.reshape(out.shape[:-2] + (self.width,))
-        return dense(self.width, ("heads", "embed"), name="out_proj", dtype=self.dtype)(out)
+        return dense(self.width, ("heads", "embed"), name="out_proj", dtype=self.dtype)(merge_heads(out))
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -46,15 +41,16 @@ class ResidualAttentionBlock(nn.Module):
     width: int
     heads: int
     mlp_ratio: float = 4.0
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        x = x + MultiheadAttention(self.width, self.heads, self.dtype, self.attention, name="attn")(
+        x = x + MultiheadAttention(width=self.width, heads=self.heads, dtype=self.dtype, attention=self.attention,
+                                   name="attn")(
             LayerNorm(name="ln_1")(x), mask)
         hidden = int(self.width * self.mlp_ratio)
-        return x + _Mlp(self.width, hidden, self.dtype, name="mlp")(LayerNorm(name="ln_2")(x))
+        return x + _Mlp(width=self.width, hidden=hidden, dtype=self.dtype, name="mlp")(LayerNorm(name="ln_2")(x))
 
 
 class _Mlp(nn.Module):
@@ -62,7 +58,7 @@ class _Mlp(nn.Module):
 
     width: int
     hidden: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -82,7 +78,7 @@ class Transformer(nn.Module):
     layers: int
     heads: int
     mlp_ratio: float = 4.0
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
     remat_policy: str = "none"
 
@@ -91,6 +87,6 @@ class Transformer(nn.Module):
                  num_layers: int | None = None, first_layer: int = 0) -> jax.Array:
         block_cls = remat(ResidualAttentionBlock, self.remat_policy)
         for i in range(first_layer, self.layers if num_layers is None else num_layers):
-            x = block_cls(self.width, self.heads, self.mlp_ratio, self.dtype, self.attention,
-                          name=f"resblocks_{i}")(x, mask)
+            x = block_cls(width=self.width, heads=self.heads, mlp_ratio=self.mlp_ratio, dtype=self.dtype,
+                          attention=self.attention, name=f"resblocks_{i}")(x, mask)
         return x

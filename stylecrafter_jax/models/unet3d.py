@@ -26,11 +26,13 @@ Returns the prediction (b, t, h, w, out_channels) in float32.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.image_context import image_context_per_frame
@@ -39,7 +41,6 @@ from stylecrafter_jax.models.remat import remat
 from stylecrafter_jax.models.unet_layers import ACTIVATION_AXES, ZEROS, Downsample, ResBlock, Upsample
 from stylecrafter_jax.models.unet_transformers import SpatialTransformer, TemporalTransformer
 
-Dtype = Any
 TEMPORAL_MODES = ("full", "skip", "frame_isolated")
 
 
@@ -65,29 +66,30 @@ def block_layout(model_channels: int, channel_mult: tuple[int, ...], num_res_blo
                  ) -> tuple[list[list[LayerSpec]], list[LayerSpec], list[list[LayerSpec]]]:
     """The input, middle and output block layouts of openaimodel3d.UNetModel."""
     cross = iter(range(10_000))
-    attn = lambda ch: [LayerSpec("spatial", ch, ch // num_head_channels, next(cross)),  # noqa: E731
-                       LayerSpec("temporal", ch, ch // num_head_channels)]
-    inputs = [[LayerSpec("conv_in", model_channels)]]
+    attn = lambda ch: [  # noqa: E731
+        LayerSpec(kind="spatial", channels=ch, heads=ch // num_head_channels, cross_index=next(cross)),
+        LayerSpec(kind="temporal", channels=ch, heads=ch // num_head_channels)]
+    inputs = [[LayerSpec(kind="conv_in", channels=model_channels)]]
     skip_channels = [model_channels]
     ch, ds = model_channels, 1
     for level, mult in enumerate(channel_mult):
         for _ in range(num_res_blocks):
             ch = model_channels * mult
-            inputs.append([LayerSpec("res", ch)] + (attn(ch) if ds in attention_resolutions else []))
+            inputs.append([LayerSpec(kind="res", channels=ch)] + (attn(ch) if ds in attention_resolutions else []))
             skip_channels.append(ch)
         if level != len(channel_mult) - 1:
-            inputs.append([LayerSpec("down", ch)])
+            inputs.append([LayerSpec(kind="down", channels=ch)])
             skip_channels.append(ch)
             ds *= 2
-    middle = [LayerSpec("res", ch), *attn(ch), LayerSpec("res", ch)]
+    middle = [LayerSpec(kind="res", channels=ch), *attn(ch), LayerSpec(kind="res", channels=ch)]
     outputs = []
     for level, mult in reversed(list(enumerate(channel_mult))):
         for i in range(num_res_blocks + 1):
             skip_channels.pop()
             ch = model_channels * mult
-            layers = [LayerSpec("res", ch)] + (attn(ch) if ds in attention_resolutions else [])
+            layers = [LayerSpec(kind="res", channels=ch)] + (attn(ch) if ds in attention_resolutions else [])
             if level and i == num_res_blocks:
-                layers.append(LayerSpec("up", ch))
+                layers.append(LayerSpec(kind="up", channels=ch))
                 ds //= 2
             outputs.append(layers)
     return inputs, middle, outputs
@@ -102,7 +104,7 @@ class BlockSettings(NamedTuple):
     style_adapter: bool
     style_attention_scaled: bool
     temporal_max_distance: int
-    dtype: Dtype
+    dtype: DTypeLike
     attention: str
     temporal_conv: bool
     relative_position: bool
@@ -135,9 +137,9 @@ class UNetBlock(nn.Module):
                 h = ResBlock(out_channels=spec.channels, norm_groups=u.norm_groups, dtype=u.dtype,
                              temporal_conv=u.temporal_conv, name=name)(h, emb, conv_frames)
             elif spec.kind == "down":
-                h = Downsample(spec.channels, u.dtype, name=name)(h)
+                h = Downsample(channels=spec.channels, dtype=u.dtype, name=name)(h)
             elif spec.kind == "up":
-                h = Upsample(spec.channels, u.dtype, name=name)(h)
+                h = Upsample(channels=spec.channels, dtype=u.dtype, name=name)(h)
             elif spec.kind == "spatial":
                 multiplier = None if style_scales is None else style_scales[:, spec.cross_index]
                 h = SpatialTransformer(heads=spec.heads, head_dim=u.head_dim, text_length=u.text_length,
@@ -162,9 +164,8 @@ def temporal_transformer(settings: BlockSettings, heads: int, head_dim: int, nam
 
 def apply_temporal(layer: TemporalTransformer, h: jax.Array, num_frames: int, mode: str) -> jax.Array:
     """Run a temporal transformer on (b·t, h, w, c) features by viewing them as (b, t, h, w, c)."""
-    n, height, width, c = h.shape
-    out = layer(h.reshape(n // num_frames, num_frames, height, width, c), mode == "frame_isolated")
-    return out.reshape(n, height, width, c)
+    out = layer(einops.rearrange(h, "(b t) h w c -> b t h w c", t=num_frames), mode == "frame_isolated")
+    return einops.rearrange(out, "b t h w c -> (b t) h w c")
 
 
 class UNet3D(nn.Module):
@@ -186,7 +187,7 @@ class UNet3D(nn.Module):
     norm_groups: int = 32
     style_adapter: bool = True
     style_attention_scaled: bool = True
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
     remat_policy: str = "none"
     temporal_conv: bool = False
@@ -212,7 +213,7 @@ class UNet3D(nn.Module):
                  style_scales: jax.Array | None = None, temporal_mode: str | None = None, *,
                  image_context: jax.Array | None = None, image_weight: jax.Array | None = None,
                  concat: jax.Array | None = None, fps: jax.Array | None = None) -> jax.Array:
-        b, t, height, width, _ = self._check_inputs(x, timesteps, context, style_scales, temporal_mode)
+        b, t, _, _, _ = self._check_inputs(x, timesteps, context, style_scales, temporal_mode)
         self._check_branches(x, image_context, image_weight, concat, fps)
         mode = temporal_mode or ("skip" if t == 1 else "full")
         inputs, middle, outputs = block_layout(self.model_channels, self.channel_mult, self.num_res_blocks,
@@ -233,11 +234,12 @@ class UNet3D(nn.Module):
             image_cross_attention=self.image_cross_attention, image_scale_learnable=self.image_scale_learnable,
             image_scale=self.image_scale)
         block_cls = remat(UNetBlock, self.remat_policy)
-        make = lambda layers, name: block_cls(tuple(layers), t, mode, settings, name=name)  # noqa: E731
+        make = lambda layers, name: block_cls(  # noqa: E731
+            layers=tuple(layers), num_frames=t, temporal_mode=mode, settings=settings, name=name)
         if concat is not None:
             x = jnp.concatenate([x, jnp.broadcast_to(concat, x.shape[:-1] + concat.shape[-1:]).astype(x.dtype)],
                                 axis=-1)
-        h = x.reshape(b * t, height, width, x.shape[-1]).astype(self.dtype)
+        h = einops.rearrange(x, "b t h w c -> (b t) h w c").astype(self.dtype)
         skips = []
         for i, layers in enumerate(inputs):
             h = make(layers, f"input_blocks_{i}")(h, emb, context, scales, image, image_weight)
@@ -250,9 +252,9 @@ class UNet3D(nn.Module):
         for i, layers in enumerate(outputs):
             h = make(layers, f"output_blocks_{i}")(jnp.concatenate([h, skips.pop()], axis=-1), emb, context,
                                                    scales, image, image_weight)
-        h = nn.silu(GroupNorm(self.norm_groups, 1e-5, name="out_0")(h))
+        h = nn.silu(GroupNorm(num_groups=self.norm_groups, epsilon=1e-5, name="out_0")(h))
         h = conv(self.out_channels, 3, name="out_2", dtype=self.dtype, kernel_init=ZEROS)(h)
-        return h.reshape(b, t, height, width, self.out_channels).astype(jnp.float32)
+        return einops.rearrange(h, "(b t) h w c -> b t h w c", b=b).astype(jnp.float32)
 
     def _embedding(self, timesteps: jax.Array, fps: jax.Array | None, b: int, t: int) -> jax.Array:
         """time_embed(sinusoid(t)) per frame, plus fps_embedding(sinusoid(fps)) when `fps_condition`."""
@@ -328,5 +330,5 @@ class UNet3D(nn.Module):
 def per_frame(value: jax.Array, b: int, t: int, sample_rank: int) -> jax.Array:
     """Flatten a per-frame (b, t, ...) value to (b·t, ...) or repeat a per-sample (b, ...) one t times."""
     if value.ndim == sample_rank + 1:
-        return value.reshape((b * t,) + value.shape[2:])
+        return einops.rearrange(value, "b t ... -> (b t) ...", b=b, t=t)
     return jnp.repeat(value, t, axis=0)

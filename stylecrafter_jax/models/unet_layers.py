@@ -1,23 +1,22 @@
 """The U-Net's building blocks: ResBlock (with its optional TemporalConvBlock), resampling, attentions, GEGLU.
 
 Spatial parts run on (b*t, h, w, c); the temporal transformer on (b, t, h, w, c). Parameter names
-mirror `lvdm/modules/networks/openaimodel3d.py` and `lvdm/modules/attention.py`.
+mirror the state-dict keys of the official VideoCrafter U-Net and its attention modules.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from stylecrafter_jax.models.attention import dot_product_attention, relative_position_attention
 from stylecrafter_jax.models.image_context import image_cross_attention
 from stylecrafter_jax.models.layers import (GroupNorm, LayerNorm, conv, dense, gelu, merge_heads, partitioned,
                                             split_heads)
 
-Dtype = Any
 ZEROS = nn.initializers.zeros_init()
 ACTIVATION_AXES = ("activation_batch", "activation_height", "activation_width", "activation_embed")
 TOKEN_AXES = ("activation_batch", "activation_length", "activation_embed")
@@ -32,27 +31,26 @@ class ResBlock(nn.Module):
 
     out_channels: int
     norm_groups: int = 32
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     temporal_conv: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, emb: jax.Array, frames: int | None = None) -> jax.Array:
-        h = nn.silu(GroupNorm(self.norm_groups, 1e-5, name="in_layers_0")(x))
+        h = nn.silu(GroupNorm(num_groups=self.norm_groups, epsilon=1e-5, name="in_layers_0")(x))
         h = conv(self.out_channels, 3, name="in_layers_2", dtype=self.dtype)(h)
         e = dense(self.out_channels, ("mlp", "embed"), name="emb_layers_1", dtype=self.dtype)(nn.silu(emb))
         h = h + e[:, None, None, :].astype(h.dtype)
-        h = nn.silu(GroupNorm(self.norm_groups, 1e-5, name="out_layers_0")(h))
+        h = nn.silu(GroupNorm(num_groups=self.norm_groups, epsilon=1e-5, name="out_layers_0")(h))
         h = conv(self.out_channels, 3, name="out_layers_3", dtype=self.dtype, kernel_init=ZEROS)(h)
         if x.shape[-1] != self.out_channels:
             x = conv(self.out_channels, 1, name="skip_connection", dtype=self.dtype)(x)
         h = x + h
         if not self.temporal_conv or (frames is None and not self.is_initializing()):
             return h
-        frames = frames or 1
-        n, height, width, c = h.shape
         block = TemporalConvBlock(channels=self.out_channels, norm_groups=self.norm_groups, dtype=self.dtype,
                                   name="temopral_conv")
-        return block(h.reshape(n // frames, frames, height, width, c)).reshape(h.shape)
+        video = block(einops.rearrange(h, "(b t) h w c -> b t h w c", t=frames or 1))
+        return einops.rearrange(video, "b t h w c -> (b t) h w c")
 
 
 class TemporalConvBlock(nn.Module):
@@ -66,15 +64,15 @@ class TemporalConvBlock(nn.Module):
 
     channels: int
     norm_groups: int = 32
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = x
         for i in range(1, 5):
-            h = nn.silu(GroupNorm(self.norm_groups, 1e-5, name=f"conv{i}_0")(h))
-            h = nn.Conv(self.channels, (3, 1, 1), padding=((1, 1), (0, 0), (0, 0)), dtype=self.dtype,
-                        param_dtype=jnp.float32,
+            h = nn.silu(GroupNorm(num_groups=self.norm_groups, epsilon=1e-5, name=f"conv{i}_0")(h))
+            h = nn.Conv(features=self.channels, kernel_size=(3, 1, 1), padding=((1, 1), (0, 0), (0, 0)),
+                        dtype=self.dtype, param_dtype=jnp.float32,
                         kernel_init=partitioned(ZEROS if i == 4 else nn.initializers.lecun_normal(),
                                                 (None, None, None, "conv_in", "conv_out")),
                         bias_init=partitioned(ZEROS, ("conv_out",)), name=f"conv{i}_{2 if i == 1 else 3}")(h)
@@ -85,7 +83,7 @@ class Downsample(nn.Module):
     """Conv3x3, stride 2, symmetric padding 1."""
 
     channels: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -96,11 +94,11 @@ class Upsample(nn.Module):
     """Nearest-neighbour x2 (each pixel repeated 2x2), then Conv3x3."""
 
     channels: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        x = einops.repeat(x, "b h w c -> b (h 2) (w 2) c")
         return conv(self.channels, 3, name="conv", dtype=self.dtype)(x)
 
 
@@ -108,7 +106,7 @@ class GEGLUProjection(nn.Module):
     """`proj` to 2·inner, split into (value, gate), value·GELU(gate) with exact GELU."""
 
     inner: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -122,11 +120,11 @@ class FeedForward(nn.Module):
 
     dim: int
     mult: int = 4
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = GEGLUProjection(self.dim * self.mult, self.dtype, name="net_0")(x)
+        h = GEGLUProjection(inner=self.dim * self.mult, dtype=self.dtype, name="net_0")(x)
         return dense(self.dim, ("mlp", "embed"), name="net_2", dtype=self.dtype)(h)
 
 
@@ -135,7 +133,7 @@ class SelfAttention(nn.Module):
 
     heads: int
     head_dim: int = 64
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
@@ -163,7 +161,7 @@ class DualCrossAttention(nn.Module):
     text_length: int = 77
     with_style: bool = True
     style_scaled: bool = True
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
     with_image: bool = False
     image_scale_learnable: bool = False
@@ -181,8 +179,8 @@ class DualCrossAttention(nn.Module):
         out = merge_heads(dot_product_attention(q, proj("to_k", text), proj("to_v", text), scale=scale,
                                                 implementation=self.attention))
         if self.with_style and (style.shape[1] > 0 or self.is_initializing()):
-            out = out + StyleBranch(self.heads, self.head_dim, self.style_scaled, self.dtype, self.attention,
-                                    name="processor")(q, style, multiplier)
+            out = out + StyleBranch(heads=self.heads, head_dim=self.head_dim, scaled=self.style_scaled,
+                                    dtype=self.dtype, attention=self.attention, name="processor")(q, style, multiplier)
         if self.with_image and (image_context is not None or self.is_initializing()):
             out = out + image_cross_attention(
                 self, q, context[:, :0] if image_context is None else image_context, heads=self.heads,
@@ -197,7 +195,7 @@ class StyleBranch(nn.Module):
     heads: int
     head_dim: int = 64
     scaled: bool = True
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
@@ -223,7 +221,7 @@ class TemporalAttention(nn.Module):
     heads: int
     head_dim: int = 64
     max_distance: int = 16
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     relative_position: bool = True
     attention: str = "xla"
 
@@ -236,8 +234,8 @@ class TemporalAttention(nn.Module):
         scale = self.head_dim ** -0.5
         if self.relative_position:
             table_shape = (2 * self.max_distance + 1, self.head_dim)
-            table_k = _RelativePositionTable(table_shape, name="relative_position_k")()
-            table_v = _RelativePositionTable(table_shape, name="relative_position_v")()
+            table_k = _RelativePositionTable(shape=table_shape, name="relative_position_k")()
+            table_v = _RelativePositionTable(shape=table_shape, name="relative_position_v")()
         if frame_isolated:
             out = v
         elif self.relative_position:

@@ -6,17 +6,15 @@ with a per-sample `image_multiplier` (see `unet_layers.DualCrossAttention`).
 
 from __future__ import annotations
 
-from typing import Any
-
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from stylecrafter_jax.models.layers import GroupNorm, LayerNorm, dense
 from stylecrafter_jax.models.unet_layers import (
     TOKEN_AXES, ZEROS, DualCrossAttention, FeedForward, SelfAttention, TemporalAttention)
-
-Dtype = Any
 
 
 class SpatialBlock(nn.Module):
@@ -27,7 +25,7 @@ class SpatialBlock(nn.Module):
     text_length: int = 77
     with_style: bool = True
     style_scaled: bool = True
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
     with_image: bool = False
     image_scale_learnable: bool = False
@@ -36,15 +34,15 @@ class SpatialBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array, multiplier: jax.Array | None,
                  image_context: jax.Array | None = None, image_multiplier: jax.Array | None = None) -> jax.Array:
-        x = x + SelfAttention(self.heads, self.head_dim, self.dtype, self.attention, name="attn1")(
-            LayerNorm(name="norm1")(x))
+        x = x + SelfAttention(heads=self.heads, head_dim=self.head_dim, dtype=self.dtype, attention=self.attention,
+                              name="attn1")(LayerNorm(name="norm1")(x))
         attn2 = DualCrossAttention(heads=self.heads, head_dim=self.head_dim, text_length=self.text_length,
                                    with_style=self.with_style, style_scaled=self.style_scaled, dtype=self.dtype,
                                    attention=self.attention, with_image=self.with_image,
                                    image_scale_learnable=self.image_scale_learnable, image_scale=self.image_scale,
                                    name="attn2")
         x = x + attn2(LayerNorm(name="norm2")(x), context, multiplier, image_context, image_multiplier)
-        return x + FeedForward(x.shape[-1], dtype=self.dtype, name="ff")(LayerNorm(name="norm3")(x))
+        return x + FeedForward(dim=x.shape[-1], dtype=self.dtype, name="ff")(LayerNorm(name="norm3")(x))
 
 
 class SpatialTransformer(nn.Module):
@@ -56,7 +54,7 @@ class SpatialTransformer(nn.Module):
     with_style: bool = True
     style_scaled: bool = True
     norm_groups: int = 32
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
     with_image: bool = False
     image_scale_learnable: bool = False
@@ -65,9 +63,10 @@ class SpatialTransformer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array, multiplier: jax.Array | None,
                  image_context: jax.Array | None = None, image_multiplier: jax.Array | None = None) -> jax.Array:
-        n, h, w, c = x.shape
+        _, h, w, c = x.shape
         inner = self.heads * self.head_dim
-        y = GroupNorm(self.norm_groups, 1e-6, name="norm")(x).reshape(n, h * w, c)
+        y = einops.rearrange(GroupNorm(num_groups=self.norm_groups, epsilon=1e-6, name="norm")(x),
+                             "n h w c -> n (h w) c")
         y = dense(inner, ("embed", "heads"), name="proj_in", dtype=self.dtype)(y)
         y = nn.with_logical_constraint(y, TOKEN_AXES)
         block = SpatialBlock(heads=self.heads, head_dim=self.head_dim, text_length=self.text_length,
@@ -77,7 +76,7 @@ class SpatialTransformer(nn.Module):
                              name="transformer_blocks_0")
         y = block(y, context, multiplier, image_context, image_multiplier)
         y = dense(c, ("heads", "embed"), name="proj_out", dtype=self.dtype, kernel_init=ZEROS)(y)
-        return x + y.reshape(n, h, w, c)
+        return x + einops.rearrange(y, "n (h w) c -> n h w c", h=h)
 
 
 class TemporalBlock(nn.Module):
@@ -86,7 +85,7 @@ class TemporalBlock(nn.Module):
     heads: int
     head_dim: int = 64
     max_distance: int = 16
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     relative_position: bool = True
     attention: str = "xla"
 
@@ -97,7 +96,7 @@ class TemporalBlock(nn.Module):
                                      dtype=self.dtype, relative_position=self.relative_position,
                                      attention=self.attention, name=f"attn{i}")
             x = x + attn(LayerNorm(name=f"norm{i}")(x), frame_isolated)
-        return x + FeedForward(x.shape[-1], dtype=self.dtype, name="ff")(LayerNorm(name="norm3")(x))
+        return x + FeedForward(dim=x.shape[-1], dtype=self.dtype, name="ff")(LayerNorm(name="norm3")(x))
 
 
 class TemporalTransformer(nn.Module):
@@ -111,19 +110,19 @@ class TemporalTransformer(nn.Module):
     head_dim: int = 64
     max_distance: int = 16
     norm_groups: int = 32
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     relative_position: bool = True
     attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, frame_isolated: bool = False) -> jax.Array:
-        b, t, h, w, c = x.shape
+        _, _, h, w, c = x.shape
         inner = self.heads * self.head_dim
-        y = GroupNorm(self.norm_groups, 1e-6, name="norm")(x)
-        y = y.transpose(0, 2, 3, 1, 4).reshape(b * h * w, t, c)
+        y = GroupNorm(num_groups=self.norm_groups, epsilon=1e-6, name="norm")(x)
+        y = einops.rearrange(y, "b t h w c -> (b h w) t c")
         y = dense(inner, ("embed", "heads"), name="proj_in", dtype=self.dtype)(y)
         y = TemporalBlock(heads=self.heads, head_dim=self.head_dim, max_distance=self.max_distance, dtype=self.dtype,
                           relative_position=self.relative_position, attention=self.attention,
                           name="transformer_blocks_0")(y, frame_isolated)
         y = dense(c, ("heads", "embed"), name="proj_out", dtype=self.dtype, kernel_init=ZEROS)(y)
-        return x + y.reshape(b, h, w, t, c).transpose(0, 3, 1, 2, 4)
+        return x + einops.rearrange(y, "(b h w) t c -> b t h w c", h=h, w=w)

@@ -7,31 +7,32 @@ convolutions q, k, v and proj_out are Dense layers (same maths on NHWC).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.attention import dot_product_attention
 from stylecrafter_jax.models.layers import GroupNorm, conv, dense
 
-Dtype = Any
 LATENT_SCALE = 0.18215
 LOGVAR_RANGE = (-30.0, 20.0)
 _GN_EPS = 1e-6
 
 
 def _norm(name: str) -> GroupNorm:
-    return GroupNorm(32, _GN_EPS, name=name)
+    return GroupNorm(num_groups=32, epsilon=_GN_EPS, name=name)
 
 
 class ResnetBlock(nn.Module):
     """GN → SiLU → conv3x3 → GN → SiLU → conv3x3, plus the input (through a 1x1 `nin_shortcut` if widths differ)."""
 
     out_channels: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -45,23 +46,24 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over all H·W positions with scale C^-1/2, plus the input."""
 
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
-        normed = _norm("norm")(x).reshape(b, h * w, 1, c)
+        normed = einops.rearrange(_norm("norm")(x), "b h w c -> b (h w) 1 c")
         q, k, v = (dense(c, ("conv_in", "conv_out"), name=n, dtype=self.dtype)(normed) for n in ("q", "k", "v"))
         out = dot_product_attention(q, k, v, scale=c ** -0.5, implementation=self.attention)
-        out = dense(c, ("conv_in", "conv_out"), name="proj_out", dtype=self.dtype)(out.reshape(b, h * w, c))
-        return x + out.reshape(b, h, w, c)
+        out = dense(c, ("conv_in", "conv_out"), name="proj_out", dtype=self.dtype)(
+            einops.rearrange(out, "b l 1 c -> b l c"))
+        return x + einops.rearrange(out, "b (h w) c -> b h w c", h=h)
 
 
 class Downsample(nn.Module):
     """Zero-pad right and bottom by one, then conv3x3 with stride 2 (the reference's asymmetric padding)."""
 
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -71,11 +73,11 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Nearest-neighbour x2 (each pixel repeated 2x2), then conv3x3."""
 
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        x = einops.repeat(x, "b h w c -> b (h 2) (w 2) c")
         return conv(x.shape[-1], 3, dtype=self.dtype, name="conv")(x)
 
 
@@ -85,31 +87,31 @@ class Level(nn.Module):
     out_channels: int
     blocks: int
     resample: str
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i in range(self.blocks):
-            x = ResnetBlock(self.out_channels, self.dtype, name=f"block_{i}")(x)
+            x = ResnetBlock(out_channels=self.out_channels, dtype=self.dtype, name=f"block_{i}")(x)
         if self.resample == "down":
-            return Downsample(self.dtype, name="downsample")(x)
+            return Downsample(dtype=self.dtype, name="downsample")(x)
         if self.resample == "up":
-            return Upsample(self.dtype, name="upsample")(x)
+            return Upsample(dtype=self.dtype, name="upsample")(x)
         return x
 
 
 class MidBlock(nn.Module):
     """block_1 → attn_1 → block_2 at constant width."""
 
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        x = ResnetBlock(c, self.dtype, name="block_1")(x)
-        x = AttnBlock(self.dtype, self.attention, name="attn_1")(x)
-        return ResnetBlock(c, self.dtype, name="block_2")(x)
+        x = ResnetBlock(out_channels=c, dtype=self.dtype, name="block_1")(x)
+        x = AttnBlock(dtype=self.dtype, attention=self.attention, name="attn_1")(x)
+        return ResnetBlock(out_channels=c, dtype=self.dtype, name="block_2")(x)
 
 
 class _Coder(nn.Module):
@@ -119,7 +121,7 @@ class _Coder(nn.Module):
     ch_mult: Sequence[int]
     num_res_blocks: int
     out_channels: int
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     def output(self, h: jax.Array) -> jax.Array:
@@ -135,8 +137,9 @@ class Encoder(_Coder):
         h = conv(self.ch, 3, dtype=self.dtype, name="conv_in")(x)
         for level, mult in enumerate(self.ch_mult):
             resample = "down" if level != len(self.ch_mult) - 1 else "none"
-            h = Level(self.ch * mult, self.num_res_blocks, resample, self.dtype, name=f"down_{level}")(h)
-        return self.output(MidBlock(self.dtype, self.attention, name="mid")(h))
+            h = Level(out_channels=self.ch * mult, blocks=self.num_res_blocks, resample=resample, dtype=self.dtype,
+                      name=f"down_{level}")(h)
+        return self.output(MidBlock(dtype=self.dtype, attention=self.attention, name="mid")(h))
 
 
 class Decoder(_Coder):
@@ -145,11 +148,11 @@ class Decoder(_Coder):
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         h = conv(self.ch * self.ch_mult[-1], 3, dtype=self.dtype, name="conv_in")(z)
-        h = MidBlock(self.dtype, self.attention, name="mid")(h)
+        h = MidBlock(dtype=self.dtype, attention=self.attention, name="mid")(h)
         for level in reversed(range(len(self.ch_mult))):
             resample = "up" if level != 0 else "none"
-            h = Level(self.ch * self.ch_mult[level], self.num_res_blocks + 1, resample, self.dtype,
-                      name=f"up_{level}")(h)
+            h = Level(out_channels=self.ch * self.ch_mult[level], blocks=self.num_res_blocks + 1, resample=resample,
+                      dtype=self.dtype, name=f"up_{level}")(h)
         return self.output(h)
 
 
@@ -168,15 +171,16 @@ class AutoencoderKL(nn.Module):
     embed_dim: int = 4
     in_channels: int = 3
     out_ch: int = 3
-    dtype: Dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     attention: str = "xla"
 
     def setup(self) -> None:
         dtype = jnp.dtype(self.dtype)
         # Modules assigned in setup take the attribute's name, hence name=None.
-        self.encoder = Encoder(self.ch, tuple(self.ch_mult), self.num_res_blocks, 2 * self.z_channels, dtype,
-                               self.attention)
-        self.decoder = Decoder(self.ch, tuple(self.ch_mult), self.num_res_blocks, self.out_ch, dtype, self.attention)
+        coder = dict(ch=self.ch, ch_mult=tuple(self.ch_mult), num_res_blocks=self.num_res_blocks, dtype=dtype,
+                     attention=self.attention)
+        self.encoder = Encoder(out_channels=2 * self.z_channels, **coder)
+        self.decoder = Decoder(out_channels=self.out_ch, **coder)
         self.quant_conv = conv(2 * self.embed_dim, 1, dtype=dtype, name=None)
         self.post_quant_conv = conv(self.z_channels, 1, dtype=dtype, name=None)
 
@@ -204,15 +208,16 @@ class AutoencoderKL(nn.Module):
 
     def encode_video(self, video: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Per-frame moments of (b, t, h, w, c) video, computed as one (b·t)-image batch."""
-        b, t = _video_shape(video, "VAE encode_video input")
-        mean, logvar = self.encode(video.reshape((b * t,) + video.shape[2:]))
-        return mean.reshape((b, t) + mean.shape[1:]), logvar.reshape((b, t) + logvar.shape[1:])
+        b, _ = _video_shape(video, "VAE encode_video input")
+        mean, logvar = self.encode(einops.rearrange(video, "b t h w c -> (b t) h w c"))
+        return (einops.rearrange(mean, "(b t) h w c -> b t h w c", b=b),
+                einops.rearrange(logvar, "(b t) h w c -> b t h w c", b=b))
 
     def decode_video(self, z: jax.Array) -> jax.Array:
         """Per-frame decode of (b, t, h, w, embed_dim) latents, computed as one (b·t)-latent batch."""
-        b, t = _video_shape(z, "VAE decode_video input")
-        frames = self.decode(z.reshape((b * t,) + z.shape[2:]))
-        return frames.reshape((b, t) + frames.shape[1:])
+        b, _ = _video_shape(z, "VAE decode_video input")
+        frames = self.decode(einops.rearrange(z, "b t h w c -> (b t) h w c"))
+        return einops.rearrange(frames, "(b t) h w c -> b t h w c", b=b)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Reconstruct images through the posterior mode (used to initialise every parameter)."""
