@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import einops
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -57,9 +58,11 @@ def encode_style_images(tower: OpenCLIPVisionTower, params: dict, pixels: jax.Ar
         return _vision(_compute(tower, bfloat16), params, pixels)
     if pixels.ndim != 5:
         raise ShapeError(f"style pixels: expected (batch, h, w, 3) or (batch, refs, h, w, 3), got {pixels.shape}")
-    b, n = pixels.shape[:2]
-    tokens, embeds = _vision(_compute(tower, bfloat16), params, pixels.reshape((b * n,) + pixels.shape[2:]))
-    return tokens.reshape(b, n * tokens.shape[1], tokens.shape[2]), embeds.reshape(b, n, embeds.shape[-1])
+    b = pixels.shape[0]
+    images = einops.rearrange(pixels, "b refs h w c -> (b refs) h w c")
+    tokens, embeds = _vision(_compute(tower, bfloat16), params, images)
+    return (einops.rearrange(tokens, "(b refs) l d -> b (refs l) d", b=b),
+            einops.rearrange(embeds, "(b refs) d -> b refs d", b=b))
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -115,11 +115,12 @@ def rescale_guidance(guided: jax.Array, conditional: jax.Array, guidance_rescale
 def guidance_branches(mode: str, *, has_style: bool, has_image: bool,
                       image_cond_scale: float | None) -> tuple[Branch, ...]:
     """The branches of a guided step, the fully conditioned one first (see the module docstring)."""
-    everything, nothing = Branch(True, has_image, has_style), Branch(False, False, False)
+    everything = Branch(text=True, image=has_image, style=has_style)
+    nothing = Branch(text=False, image=False, style=False)
     if mode == "video" and has_style:
-        return everything, Branch(True, has_image, False), nothing
+        return everything, Branch(text=True, image=has_image, style=False), nothing
     if mode == "video" and has_image and image_cond_scale is not None:
-        return everything, Branch(False, True, False), nothing
+        return everything, Branch(text=False, image=True, style=False), nothing
     return everything, nothing
 
 
