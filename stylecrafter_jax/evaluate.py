@@ -5,7 +5,7 @@
         --samples RUN_DIR --out runs/eval [--limit N] \
         --config.clip.checkpoint=CLIP_DIR --config.dino.checkpoint=DINO_DIR
 
---samples: a run folder of the official `style_inference.py` or of `python -m stylecrafter_jax.sample`
+--samples: a run folder of the official StyleCrafter inference script or of `python -m stylecrafter_jax.sample`
 (`samples/EEEE_S.mp4|jpg`, `prompts/…`; PNG frame folders and images are read too). --checkpoint DIR
 (converted weights) instead generates every entry first into --out/generated, with the config's `model`
 and `sampling` sections (every style file must exist then). Writes into --out:

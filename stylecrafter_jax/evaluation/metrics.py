@@ -1,6 +1,7 @@
 """The paper's metrics as jitted, batched array math on embeddings, frames and optical flow.
 
-Definitions (the paper's text was not available; see `adapter-training-eval.md` §5):
+Definitions (the paper's text was not available; reconstructed from the official evaluation data and
+the authors' note that CLIP scores are cosines of L2-normalised OpenCLIP ViT-H/14 embeddings):
 - CLIP-Text: cos(CLIP image embedding of a frame, CLIP text embedding of the prompt), averaged over
   frames, then over samples.
 - CLIP-Style / DINO-Style: cos(frame embedding, reference embedding), averaged over the frames and over

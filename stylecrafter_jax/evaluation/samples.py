@@ -1,4 +1,4 @@
-"""Find and read generated samples named as the official `style_inference.py` (and our `sample`) name them.
+"""Find and read generated samples named as the official inference script (and our `sample`) name them.
 
 A run folder holds `samples/EEEE_S.mp4` (video) or `samples/EEEE_S.jpg|png` (image), `prompts/EEEE_S.txt`
 and `style/…`; `EEEE` is the entry's position in the JSON, `S` the sample number. Also accepted, in

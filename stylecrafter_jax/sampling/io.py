@@ -1,4 +1,4 @@
-"""Output files of a sampling run, named as the official `style_inference.py` names them.
+"""Output files of a sampling run, named as the official StyleCrafter inference script names them.
 
 Layout under the output folder (`EEEE` = entry number in input order, `S` = sample number of the entry):
     samples/EEEE_S.mp4          video (h264, crf 10, 10 fps by default; MPEG-4 Part 2 if h264 is missing)
