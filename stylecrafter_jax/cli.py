@@ -35,7 +35,8 @@ def flag_main(argv: Sequence[str], doc: str, define_flags: Callable[[flags.FlagV
     try:
         rest = fv(list(argv))
     except (flags.Error, AttributeError, KeyError) as e:  # config_flags raises these for unknown override keys
-        print(f"error: bad flag or config override: {e}", file=sys.stderr)
+        cause = _bad_input_cause(e)  # a config file's own bad-input error, which absl wraps in a traceback
+        print(f"error: {cause}" if cause else f"error: bad flag or config override: {e}", file=sys.stderr)
         return 2
     try:
         if len(rest) > 1:
@@ -45,6 +46,15 @@ def flag_main(argv: Sequence[str], doc: str, define_flags: Callable[[flags.FlagV
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _bad_input_cause(error: BaseException) -> StyleCrafterError | None:
+    """The first StyleCrafterError that `error` was raised while handling, if any (absl re-raises it wrapped)."""
+    found, cause = None, error.__cause__ or error.__context__
+    while cause is not None:
+        found = cause if isinstance(cause, StyleCrafterError) else found
+        cause = cause.__cause__ or cause.__context__
+    return found
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:

@@ -17,21 +17,22 @@ from __future__ import annotations
 import json
 import re
 import sys
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from stylecrafter_jax.cli import flag_main
 from stylecrafter_jax.conditioning.frozen import build_encoders, init_encoder_params
+from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes, unet_branch_inputs
 from stylecrafter_jax.train.stages import TEMPORAL_TRANSFORMERS, stage_rules, stages_for_variant
 from stylecrafter_jax.train.state import count_by_label, label_params, path_string
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config), e.g. configs/stage1.py:tiny")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 
 COMPONENTS = {
     "unet": r"^unet/(?!.*/processor/)",
@@ -105,14 +106,26 @@ def format_table(summary: dict, config: ml_collections.ConfigDict) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str]) -> None:
-    """Entry point."""
-    del argv
-    config = _CONFIG.value
-    summary = summarize(config)
-    print(json.dumps(summary) if _JSON.value else format_table(summary, config))
+def define_flags(flag_values: flags.FlagValues, argv: Sequence[str]) -> None:
+    """Register the command's flags on `flag_values` (config overrides are read from `argv`)."""
+    config_flags.DEFINE_config_file("config", None, "Config file (get_config), e.g. configs/stage1.py:tiny",
+                                    flag_values=flag_values, sys_argv=list(argv))
+    flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.", flag_values=flag_values)
+
+
+def run(fv: flags.FlagValues) -> dict:
+    """Print the summary of the parsed flags' config; returns it."""
+    if fv.config is None:
+        raise ConfigError("--config is required, e.g. --config=configs/stage1.py")
+    summary = summarize(fv.config)
+    print(json.dumps(summary) if fv.json else format_table(summary, fv.config))
+    return summary
+
+
+def main(argv: Sequence[str]) -> int:
+    """Parse argv (argv[0] is the program name), run, and return the exit status (2 on bad input)."""
+    return flag_main(argv, __doc__, define_flags, run)
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("config")
-    app.run(main, argv=sys.argv)
+    sys.exit(main(sys.argv))

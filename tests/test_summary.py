@@ -13,7 +13,7 @@ from configs.stage1 import get_config as stage1
 from configs.stage2 import get_config as stage2
 from configs.videocrafter_i2v import get_config as videocrafter_i2v
 from stylecrafter_jax.models.build import param_shapes
-from stylecrafter_jax.summary import component_counts, stage_trainable_counts, summarize
+from stylecrafter_jax.summary import component_counts, main, stage_trainable_counts, summarize
 
 UNET, ADAPTER, ENCODERS = 1_144_485_956, 111_188_161, 83_653_863 + 354_032_641 + 632_076_800
 
@@ -93,3 +93,13 @@ def test_json_output_of_an_image_to_video_config():
         "dc_projector": components["projector"] + components["unet.image_kv"] - 7,  # the 7 tiny α stay frozen
         "dc_adapt": components["projector"] + spatial, "dc_joint": components["projector"] + spatial,
         "dc_finetune": components["projector"] + components["unet"]}
+
+
+def test_a_missing_or_bad_config_is_one_error_line(capsys):
+    assert main(["summary", "--config=configs/missing.py"]) == 2
+    assert capsys.readouterr().err == "error: --config 'configs/missing.py': no such config file 'configs/missing.py'\n"
+    assert main(["summary", "--config=configs/stage1.py:huge"]) == 2
+    assert capsys.readouterr().err == ("error: config arg 'huge': unknown words ['huge']; expected size of ('full', "
+                                       "'medium', 'tiny'), 'synthetic'\n")
+    assert main(["summary"]) == 2
+    assert "--config is required" in capsys.readouterr().err
