@@ -25,7 +25,7 @@ from PIL import Image
 
 from configs.stage1 import get_config as stage1_config
 from configs.stage2 import get_config as stage2_config
-from stylecrafter_jax.data.build import build_dataset
+from stylecrafter_jax.data.build.dataset import build_dataset
 from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.iterators import make_iterator
 

@@ -16,8 +16,8 @@ import numpy as np
 from configs.stage1 import get_config as stage1_config
 from configs.toy import STYLE_SIZE, get_config
 from stylecrafter_jax.checkpoints.pretrained import load_pretrained, read_manifest
-from stylecrafter_jax.data.build import build_dataset
-from stylecrafter_jax.data.options import BuildOptions
+from stylecrafter_jax.data.build.dataset import build_dataset
+from stylecrafter_jax.data.build.options import BuildOptions
 from stylecrafter_jax.errors import DataError
 from stylecrafter_jax.sampling.inputs import SampleJob, SampleRequest
 from stylecrafter_jax.sampling.io import SampleWriter

@@ -21,7 +21,7 @@ from stylecrafter_jax.cache.read import TARGET_KEYS
 from stylecrafter_jax.conditioning.encoders import encode_text_context
 from stylecrafter_jax.conditioning.frozen import Encoders, encode_posterior, style_tokens, uint8_to_signed
 from stylecrafter_jax.conditioning.tokenizer import ClipTokenizer
-from stylecrafter_jax.data.builder_base import prepare
+from stylecrafter_jax.data.build.builder_base import prepare
 from stylecrafter_jax.data.pipeline import DataIterator, LoaderOptions
 from stylecrafter_jax.data.readers import local_cache, open_source
 from stylecrafter_jax.data.tokens import CaptionTokens

@@ -78,7 +78,7 @@ def _print_table(captions: Sequence[str], rules: Sequence[str], tidy: bool, chan
 
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: print each caption of FILE (CSV/JSONL captions file or one caption per line) before and after."""
-    from stylecrafter_jax.data.caption_files import read_caption_column
+    from stylecrafter_jax.data.build.caption_files import read_caption_column
 
     parser = argparse.ArgumentParser(prog="python -m stylecrafter_jax.data.captions", description=main.__doc__)
     parser.add_argument("file", help="captions file: .csv or .jsonl with a caption column, or plain text")

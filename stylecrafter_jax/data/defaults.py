@@ -13,8 +13,8 @@ import dataclasses
 
 import ml_collections
 
+from stylecrafter_jax.data.build.options import BuildOptions
 from stylecrafter_jax.data.captions import FIXED_RULES
-from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.paths import DEFAULT_LOCAL_CACHE
 

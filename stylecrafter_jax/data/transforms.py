@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from typing import Any
 
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from stylecrafter_jax.data.augment import clip_indices, sample_clip, style_crop, target_crop, to_output
 from stylecrafter_jax.data.captions import clean_caption
-from stylecrafter_jax.data.media import decode
 from stylecrafter_jax.errors import ConfigError
 
 STYLE_FRAMES = ("random", "first", "middle")
+
+
+def decode_frame(data: bytes) -> np.ndarray:
+    """A stored frame's encoded image bytes as (h, w, 3) uint8."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +124,7 @@ class VideoTransform:
     def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         frames = record["frames"]
         start, stride = sample_clip(len(frames), self.num_frames, self.stride_range, rng)
-        decoded = [frames[i] if isinstance(frames[i], np.ndarray) else decode(frames[i])
+        decoded = [frames[i] if isinstance(frames[i], np.ndarray) else decode_frame(frames[i])
                    for i in clip_indices(start, stride, self.num_frames, len(frames))]
         fps = math.floor(float(record["fps"]) / stride)
         return {"video": to_output(np.stack([target_crop(f, self.size) for f in decoded]), self.dtype),

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from stylecrafter_jax.conditioning.preprocess import to_rgb
-from stylecrafter_jax.data.video_decode import read_video
+from stylecrafter_jax.data.build.video_decode import read_video
 from stylecrafter_jax.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylecrafter_jax.data.build import build_dataset
-from stylecrafter_jax.data.options import BuildOptions
+from stylecrafter_jax.data.build.dataset import build_dataset
+from stylecrafter_jax.data.build.options import BuildOptions
 
 IMAGE_SIZES = [(80, 100), (100, 80), (90, 120), (150, 200), (64, 64), (70, 110), (120, 90), (85, 85), (96, 128),
                (110, 70)]

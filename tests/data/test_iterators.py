@@ -8,9 +8,9 @@ import pytest
 from configs.stage1 import get_config as stage1_config
 from configs.stage2 import get_config as stage2_config
 from configs.toy import get_config as toy_config
+from stylecrafter_jax.data.build.options import BuildOptions
 from stylecrafter_jax.data.defaults import data_config
 from stylecrafter_jax.data.iterators import make_iterator
-from stylecrafter_jax.data.options import BuildOptions
 from stylecrafter_jax.errors import ConfigError, DataError
 
 

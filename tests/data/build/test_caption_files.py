@@ -2,7 +2,7 @@
 
 import pytest
 
-from stylecrafter_jax.data.caption_files import read_caption_column, read_caption_rows, read_sidecar
+from stylecrafter_jax.data.build.caption_files import read_caption_column, read_caption_rows, read_sidecar
 from stylecrafter_jax.errors import DataError
 
 

@@ -7,8 +7,8 @@ import os
 import re
 from pathlib import Path
 
-from stylecrafter_jax.data.caption_files import read_caption_rows, read_sidecar
-from stylecrafter_jax.data.report import BuildReport
+from stylecrafter_jax.data.build.caption_files import read_caption_rows, read_sidecar
+from stylecrafter_jax.data.build.report import BuildReport
 from stylecrafter_jax.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylecrafter_jax.data.build import REPORT_FILE, build_dataset, main
+from stylecrafter_jax.data.build.__main__ import main
+from stylecrafter_jax.data.build.dataset import REPORT_FILE, build_dataset
 from stylecrafter_jax.data.readers import open_tfds
 from stylecrafter_jax.errors import DataError
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-from stylecrafter_jax.data.builder_base import Example, MediaBuilder
-from stylecrafter_jax.data.media import bound_short_side, encode, read_image
-from stylecrafter_jax.data.options import BuildOptions
-from stylecrafter_jax.data.report import SkippedItem
-from stylecrafter_jax.data.sources import SourceItem
+from stylecrafter_jax.data.build.builder_base import Example, MediaBuilder
+from stylecrafter_jax.data.build.media import bound_short_side, encode, read_image
+from stylecrafter_jax.data.build.options import BuildOptions
+from stylecrafter_jax.data.build.report import SkippedItem
+from stylecrafter_jax.data.build.sources import SourceItem
 
 
 def image_example(item: SourceItem, options: BuildOptions) -> Example:

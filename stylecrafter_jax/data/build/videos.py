@@ -7,12 +7,12 @@ import functools
 import numpy as np
 import tensorflow_datasets as tfds
 
-from stylecrafter_jax.data.builder_base import Example, MediaBuilder
-from stylecrafter_jax.data.media import encode
-from stylecrafter_jax.data.options import BuildOptions
-from stylecrafter_jax.data.report import SkippedItem
-from stylecrafter_jax.data.sources import SourceItem
-from stylecrafter_jax.data.video_decode import read_video
+from stylecrafter_jax.data.build.builder_base import Example, MediaBuilder
+from stylecrafter_jax.data.build.media import encode
+from stylecrafter_jax.data.build.options import BuildOptions
+from stylecrafter_jax.data.build.report import SkippedItem
+from stylecrafter_jax.data.build.sources import SourceItem
+from stylecrafter_jax.data.build.video_decode import read_video
 
 
 def video_example(item: SourceItem, options: BuildOptions) -> Example:

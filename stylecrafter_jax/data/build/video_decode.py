@@ -8,8 +8,8 @@ from typing import Any
 import av
 import numpy as np
 
-from stylecrafter_jax.data.media import bound_short_side
-from stylecrafter_jax.data.report import SkippedItem
+from stylecrafter_jax.data.build.media import bound_short_side
+from stylecrafter_jax.data.build.report import SkippedItem
 
 
 def _frame_rate(stream: av.video.stream.VideoStream) -> float:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from stylecrafter_jax.data.report import SkippedItem
-from stylecrafter_jax.data.video_decode import read_video
+from stylecrafter_jax.data.build.report import SkippedItem
+from stylecrafter_jax.data.build.video_decode import read_video
 
 
 def test_frames_fps_size_and_options(tmp_path, media):

@@ -1,4 +1,4 @@
-"""Image files and encoded frames: decode (validated, RGB, EXIF-rotated), bound the size, encode to bytes."""
+"""Image files for a build: decode (validated, RGB, EXIF-rotated), bound the size, encode to bytes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from stylecrafter_jax.data.augment import resize_short_side
-from stylecrafter_jax.data.report import SkippedItem
+from stylecrafter_jax.data.build.report import SkippedItem
 
 _PIL_FORMAT = {"jpeg": "JPEG", "png": "PNG"}
 
@@ -46,9 +46,3 @@ def encode(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
     kwargs = {"quality": quality, "subsampling": 0 if quality > 90 else 2} if fmt == "jpeg" else {}
     Image.fromarray(pixels).save(buffer, format=_PIL_FORMAT[fmt], **kwargs)
     return buffer.getvalue()
-
-
-def decode(data: bytes) -> np.ndarray:
-    """Encoded image bytes as (h, w, 3) uint8."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))

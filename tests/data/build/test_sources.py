@@ -2,8 +2,8 @@
 
 import pytest
 
-from stylecrafter_jax.data.report import BuildReport
-from stylecrafter_jax.data.sources import list_items, wikiart_title
+from stylecrafter_jax.data.build.report import BuildReport
+from stylecrafter_jax.data.build.sources import list_items, wikiart_title
 from stylecrafter_jax.errors import DataError
 
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylecrafter_jax.data.media import bound_short_side, decode, encode, read_image
-from stylecrafter_jax.data.report import SkippedItem
+from stylecrafter_jax.data.build.media import bound_short_side, encode, read_image
+from stylecrafter_jax.data.build.report import SkippedItem
+from stylecrafter_jax.data.transforms import decode_frame
 
 
 def test_modes_become_rgb_with_alpha_over_white(tmp_path):
@@ -39,5 +40,5 @@ def test_bounding_never_upscales_and_png_is_lossless():
     pixels = np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)
     assert bound_short_side(pixels, 64) is pixels and bound_short_side(pixels, 0) is pixels
     assert bound_short_side(pixels, 40).shape == (40, 64, 3)
-    np.testing.assert_array_equal(decode(encode(pixels, "png", 95)), pixels)
-    assert np.abs(decode(encode(pixels, "jpeg", 95)).astype(int) - pixels).mean() < 20
+    np.testing.assert_array_equal(decode_frame(encode(pixels, "png", 95)), pixels)
+    assert np.abs(decode_frame(encode(pixels, "jpeg", 95)).astype(int) - pixels).mean() < 20

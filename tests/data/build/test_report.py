@@ -2,7 +2,7 @@
 
 import json
 
-from stylecrafter_jax.data.report import BuildReport, SkippedItem
+from stylecrafter_jax.data.build.report import BuildReport, SkippedItem
 
 
 def test_counts_first_paths_and_summary():

@@ -13,9 +13,9 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tqdm import tqdm
 
-from stylecrafter_jax.data.options import BuildOptions
-from stylecrafter_jax.data.report import BuildReport, SkippedItem
-from stylecrafter_jax.data.sources import SourceItem, list_items
+from stylecrafter_jax.data.build.options import BuildOptions
+from stylecrafter_jax.data.build.report import BuildReport, SkippedItem
+from stylecrafter_jax.data.build.sources import SourceItem, list_items
 from stylecrafter_jax.errors import DataError
 from stylecrafter_jax.paths import local_staging
 

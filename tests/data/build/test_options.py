@@ -2,7 +2,7 @@
 
 import pytest
 
-from stylecrafter_jax.data.options import BuildOptions
+from stylecrafter_jax.data.build.options import BuildOptions
 from stylecrafter_jax.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""Build a tfds dataset (ArrayRecord) from a source folder; CLI with a progress bar and a skip summary.
+"""Build a tfds dataset (ArrayRecord) from a source folder; the command, with a progress bar and a skip summary.
 
 python -m stylecrafter_jax.data.build --kind images|videos --source DIR --out DATA_DIR [--captions FILE]
 """
@@ -11,32 +11,10 @@ import sys
 from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
-from etils import epath
 
-from stylecrafter_jax.data.builder_base import MediaBuilder, prepare
-from stylecrafter_jax.data.options import BuildOptions
-from stylecrafter_jax.data.report import BuildReport
-from stylecrafter_jax.data.style_images import StyleImages
-from stylecrafter_jax.data.videos import Videos
+from stylecrafter_jax.data.build.dataset import BUILDERS, build_dataset
+from stylecrafter_jax.data.build.options import BuildOptions
 from stylecrafter_jax.errors import DataError
-
-BUILDERS: dict[str, type[MediaBuilder]] = {"images": StyleImages, "videos": Videos}
-REPORT_FILE = "build_report.json"
-
-
-def build_dataset(kind: str, source: str, out: str, captions: str | None = None,
-                  options: BuildOptions = BuildOptions(), overwrite: bool = False) -> BuildReport:
-    """Builds `style_images` (kind "images") or `videos` under `out`; returns the report, also saved as JSON.
-
-    Raises DataError if the dataset already exists (unless `overwrite`) or the source has nothing usable.
-    """
-    if kind not in BUILDERS:
-        raise DataError(f"kind={kind!r}; expected one of {sorted(BUILDERS)}")
-    def write_report(builder: MediaBuilder) -> None:
-        (epath.Path(builder.data_dir) / REPORT_FILE).write_text(builder.report.to_json())
-
-    return prepare(BUILDERS[kind], out, overwrite, finish=write_report, source=source, captions=captions,
-                   options=options).report
 
 
 def _parser() -> argparse.ArgumentParser:
