@@ -31,7 +31,8 @@ from stylecrafter_jax.conditioning.frozen import build_encoders, init_encoder_pa
 from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.build import build_unet, example_inputs, param_shapes, unet_branch_inputs
 from stylecrafter_jax.train.stages import TEMPORAL_TRANSFORMERS, stage_rules, stages_for_variant
-from stylecrafter_jax.train.state import count_by_label, label_params, path_string
+from stylecrafter_jax.train.state import count_by_label, label_params
+from stylecrafter_jax.trees import path_string
 
 
 COMPONENTS = {

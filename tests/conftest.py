@@ -38,7 +38,7 @@ def randomize(shapes, seed: int = 42):
     everything else ~ N(0, 0.1²)."""
     import numpy as np
 
-    from stylecrafter_jax.train.state import path_string
+    from stylecrafter_jax.trees import path_string
 
     rng = np.random.default_rng(seed)
 

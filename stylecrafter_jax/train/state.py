@@ -21,16 +21,12 @@ from stylecrafter_jax.errors import ConfigError
 from stylecrafter_jax.models.build import init_params, param_shapes
 from stylecrafter_jax.parallel.init import abstract_sharded, init_sharded
 from stylecrafter_jax.train.stages import stage_rules
+from stylecrafter_jax.trees import path_string
 
 TRAIN, FROZEN = "train", "frozen"
 
 
 # ===== Stage labels: every parameter labelled by the first matching (regex, label) rule of the stage =====
-
-def path_string(path: tuple) -> str:
-    """A pytree key path as the `/`-joined string the rules match."""
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-
 
 def label_params(params: Any, rules: Sequence[tuple[str, str]]) -> Any:
     """A pytree of labels ("train"/"frozen") with the structure of `params`."""

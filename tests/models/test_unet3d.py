@@ -10,7 +10,7 @@ import pytest
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.build import build_unet
 from stylecrafter_jax.models.unet3d import timestep_embedding
-from stylecrafter_jax.train.state import path_string
+from stylecrafter_jax.trees import path_string
 from stylecrafter_jax.train.stages import TEMPORAL_TRANSFORMERS
 
 B, T, H, W = 2, 4, 8, 8
