@@ -75,7 +75,7 @@ def test_cache_command_then_training_on_the_cache(tmp_path, capsys):
         config.train.update(steps=2, log_every=1, checkpoint_every=2, async_checkpoint=False)
     lines = []
     result = run(config, log=lines.append)
-    assert result["step"] == 2
+    assert result.step == 2
     assert any("step on images (8, 1, 8, 8, 4)" in line for line in lines), lines
     with open(os.path.join(config.workdir, "metrics.jsonl")) as f:
         losses = [json.loads(line)["loss"] for line in f if '"loss"' in line]
