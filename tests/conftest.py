@@ -4,13 +4,14 @@ import os
 import shutil
 import tempfile
 
-# One compilation cache for the session and the processes its tests start (they inherit these variables),
-# empty at the start and never in HOME: the suite runs cold, but a program that two tests (or two runs of
-# one test) compile is compiled once.
-XLA_CACHE = tempfile.mkdtemp(prefix="stylecrafter_jax_xla_")
-os.environ.update(JAX_COMPILATION_CACHE_DIR=XLA_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+# One compilation cache for the session, its xdist workers and the processes its tests start (they inherit
+# these variables), empty at the start and never in HOME: the suite runs cold, but a program that two tests
+# (or two runs of one test) compile is compiled once.
+XLA_CACHE = os.environ.get("STYLECRAFTER_JAX_TEST_XLA_CACHE") or tempfile.mkdtemp(prefix="stylecrafter_jax_xla_")
+os.environ.update(STYLECRAFTER_JAX_TEST_XLA_CACHE=XLA_CACHE, JAX_COMPILATION_CACHE_DIR=XLA_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# LLVM optimisation off: programs compile about twice as fast, and the tiny models run fast enough without it.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # with libtpu installed, jax would probe for TPUs first
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -21,8 +22,9 @@ import pytest  # noqa: E402
 
 
 def pytest_unconfigure(config):
-    """Remove the session's compilation cache."""
-    shutil.rmtree(XLA_CACHE, ignore_errors=True)
+    """Remove the session's compilation cache (in the controller: xdist workers share it)."""
+    if not hasattr(config, "workerinput"):
+        shutil.rmtree(XLA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

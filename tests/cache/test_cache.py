@@ -59,6 +59,7 @@ def test_a_cache_of_a_pixel_model_does_not_feed_a_vae_model():
     assert sorted(cached_arrays(raw, "pixels")) == ["image_tokens", "latents", "text_context"]
 
 
+@pytest.mark.slow  # minutes on 2 cores: pytest -m slow tests
 def test_cache_command_then_training_on_the_cache(tmp_path, capsys):
     out = str(tmp_path / "cache")
     argv = ["cache", "--config=configs/stage1.py:tiny,synthetic", f"--out={out}", "--epochs=2",

@@ -14,6 +14,8 @@ import pytest
 from tests.parallel.test_distributed import free_port
 from tests.parallel.test_train_multiprocess import COMMON, REPO, _env, _flags
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: pytest -m slow tests
+
 STEPS = 100  # far more than the run reaches: it only stops on the preemption
 STOP = re.compile(r"stopping at step (\d+) on preemption; checkpoint saved")
 

@@ -10,6 +10,8 @@ import pytest
 from tests.parallel.sample_worker import sample
 from tests.parallel.test_distributed import free_port, run_workers
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: pytest -m slow tests
+
 WORKER = Path(__file__).with_name("sample_worker.py")
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from tests.parallel.test_distributed import free_port, wait_all
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: pytest -m slow tests
+
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("train_worker.py")
 TWO_PROCESS_STEPS, STEPS = 3, 5

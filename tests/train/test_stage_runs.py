@@ -18,6 +18,7 @@ from stylecrafter_jax.train.loop import run
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow  # minutes on 2 cores: pytest -m slow tests
 def test_stage2_cli_run_on_a_random_base_trains(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}  # and the session's XLA cache
     out = subprocess.run(
