@@ -193,7 +193,9 @@ def test_image_unet_matches_the_official_unet2d(data, imported, adapter_outputs,
 def test_guided_ddim_matches_the_official_sampler_after_every_step(data, imported, guided_ddim):
     _, io = data
     _, params = imported
-    np.testing.assert_array_equal(latent_noise(DDIM["steps"]), io["ddim/noise"])  # the noise the official one drew
+    # The noise the official sampler was given, to the last bit but one: the normal draw's float32 arithmetic
+    # compiles to one-ulp differences across XLA's LLVM optimisation levels.
+    np.testing.assert_allclose(latent_noise(DDIM["steps"]), io["ddim/noise"], atol=1e-6, rtol=0)
     latents, _ = guided_ddim(params["unet"])
     for step, (ours, official) in enumerate(zip(latents, io["ddim/latents"])):
         np.testing.assert_allclose(ours, official, atol=DDIM_TOLERANCE, rtol=0, err_msg=f"after DDIM step {step}")
