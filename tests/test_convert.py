@@ -168,8 +168,14 @@ def test_errors_are_reported_without_traceback(tiny_files, converted, tmp_path, 
 
 def test_import_without_torch_names_what_to_install(tiny_files, tmp_path):
     files, _ = tiny_files
+    # A finder that refuses torch, as where it is not installed; unlike sys.modules['torch'] = None it
+    # leaves 'torch' out of sys.modules, which einops reads to pick its backends.
     script = ("import sys\n"
-              "sys.modules['torch'] = None  # `import torch` raises ImportError, as where it is not installed\n"
+              "class NoTorch:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name.split('.')[0] == 'torch':\n"
+              "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+              "sys.meta_path.insert(0, NoTorch())\n"
               "from stylecrafter_jax.convert import main\n"
               f"sys.exit(main(['import', '--adapter', {files.adapter!r}, '--out', {str(tmp_path / 'w')!r}, "
               "'--config', 'tiny']))\n")
