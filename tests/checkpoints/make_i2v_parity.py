@@ -5,7 +5,7 @@ the suite (it needs torch and the two official work trees, which are never commi
     .venv/bin/python -m tests.checkpoints.make_i2v_parity --dynamicrafter DC_TREE --videocrafter VC_TREE
 
 Weights (tests/torch_references.py `randomize_`, seed 0 for the U-Net, 1 for each Resampler) are rounded to
-float16 with 3 significant bits (`_coarse`) and inputs to float16 (numpy default_rng(0)) before the official
+float16 with 3 significant bits (tests/torch_references.py `coarse_half`) and inputs to float16 (numpy default_rng(0)) before the official
 modules run, so the float16 copies stored are exactly what produced the float32 outputs. One random DynamiCrafter U-Net serves all three variants: stored
 as DynamiCrafter 256 names it (`framestride_embed`, learned `alpha`s); DynamiCrafter 512 is that file without
 the `alpha`s and with the key renamed back; VideoCrafter1 I2V is the 512 one with the first 4 input channels
@@ -40,7 +40,6 @@ PROJECTOR_KWARGS = dict(dim=32, depth=1, dim_head=16, heads=2, embedding_dim=CLI
 DEFAULT_FS = {"dynamicrafter_256": 3, "dynamicrafter_512": 24}
 FS = {"dynamicrafter_256": [3, 5], "dynamicrafter_512": [10, 24], "videocrafter_i2v": [8, 16]}
 TIMESTEPS = [999, 21]
-MANTISSA_MASK = 0xFF00
 
 
 def i2v_state_dict(dc256: dict, variant: str) -> dict:
@@ -74,24 +73,15 @@ def _official(tree: str):
     return UNetModel, Resampler
 
 
-def _half(array: np.ndarray) -> np.ndarray:
-    return array.astype(np.float16)
-
-
-def _coarse(array: np.ndarray) -> np.ndarray:
-    """float16 with the low 8 of its 10 mantissa bits cleared (3 significant bits), which compresses to under a byte."""
-    return np.asarray(_half(array).view(np.uint16) & np.uint16(MANTISSA_MASK)).view(np.float16)
-
-
 def _random_state_dict(module: torch.nn.Module, seed: int, prefix: str) -> dict[str, np.ndarray]:
-    """`randomize_(module, seed)`'s values made `_coarse`, loaded back into the module and returned with `prefix`.
+    """`randomize_(module, seed)`'s values made `coarse_half`, loaded back into the module and returned with `prefix`.
 
     The learned image-attention weights `alpha` (randomize_ draws N(0, 0.1²) for them) are scaled to N(0, 1), so
     tanh(α) does not shrink the image branch a hundredfold.
     """
-    from tests.torch_references import numpy_state_dict, randomize_
+    from tests.torch_references import coarse_half, numpy_state_dict, randomize_
 
-    state = {prefix + k: _coarse(v * 10.0 if k.endswith(".alpha") else v)
+    state = {prefix + k: coarse_half(v * 10.0 if k.endswith(".alpha") else v)
              for k, v in numpy_state_dict(randomize_(module, seed)).items()}
     _load(module, state, prefix)
     return state
@@ -118,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_grad_enabled(False)
     rng = np.random.default_rng(0)
-    normal = lambda *shape: _half(rng.standard_normal(shape))  # noqa: E731
+    normal = lambda *shape: rng.standard_normal(shape).astype(np.float16)  # noqa: E731
     weights, io = {}, {}
 
     DCUNet, DCResampler = _official(args.dynamicrafter)

@@ -29,7 +29,6 @@ import numpy as np
 from stylecrafter_jax.diffusion.ddim import sample_keys, step_noise
 from stylecrafter_jax.diffusion.schedule import LINEAR_END, LINEAR_START, NUM_TRAIN_TIMESTEPS
 from stylecrafter_jax.models.sizes import model_config
-from tests.checkpoints.make_i2v_parity import _coarse, _half
 
 OUT = os.path.join(os.path.dirname(__file__), "data", "style_parity")
 UNET_PREFIX = "model.diffusion_model."
@@ -103,15 +102,15 @@ def _unit_scales(module: Any) -> Any:
 def _modules(official: dict[str, Any], model: ml_collections.ConfigDict) -> dict[str, Any]:
     """The video and image U-Nets with their adapters (random, rounded, identical weights), quietly built."""
     from benchmarks.official import official_style_unet
-    from tests.torch_references import numpy_state_dict, randomize_
+    from tests.torch_references import coarse_half, numpy_state_dict, randomize_
 
     with contextlib.redirect_stdout(io.StringIO()):  # the adapter prints every processor it installs
         unet, adapter = official_style_unet(official, model)
         image_unet, image_adapter = official_style_unet(dict(official, UNetModel=official["UNet2DModel"]), model)
     _unit_scales(randomize_(unet, 1))
     _unit_scales(randomize_(adapter, 2))
-    unet_state = {k: _coarse(v) for k, v in numpy_state_dict(unet).items()}
-    adapter_state = {k: _coarse(v) for k, v in numpy_state_dict(adapter).items()}
+    unet_state = {k: coarse_half(v) for k, v in numpy_state_dict(unet).items()}
+    adapter_state = {k: coarse_half(v) for k, v in numpy_state_dict(adapter).items()}
     for module, state in ((unet, unet_state), (adapter, adapter_state), (image_unet, unet_state),
                           (image_adapter, adapter_state)):
         _load(module, state)
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     built = _modules(official, parity_model())
     diffusion = official_latent_diffusion(official, built["unet"])
     rng = np.random.default_rng(0)
-    normal = lambda *shape: _half(rng.standard_normal(shape))  # noqa: E731
+    normal = lambda *shape: rng.standard_normal(shape).astype(np.float16)  # noqa: E731
     inputs = dict(image_x=normal(BATCH, 4, 1, SIZE, SIZE),
                   t=np.array(TIMESTEPS), text=normal(BATCH, 77, ADAPTER_FIELDS["context_dim"]),
                   empty_text=normal(1, 77, ADAPTER_FIELDS["context_dim"]),
