@@ -236,7 +236,7 @@ def step_noise(keys: jax.Array, step: int | jax.Array, sample_shape: Sequence[in
     return _normal_per_sample(keys, step + 1, tuple(sample_shape))
 
 
-class DDIMSampler:
+class Sampler:
     """DDIM or DPM-Solver++(2M) over a `denoise(x, t, cond) -> eps or v` function, compiled once per input shape.
 
     `process` is a `DiffusionProcess` (prediction type and latent rescale) or a bare schedule (an eps
@@ -321,7 +321,7 @@ class DDIMSampler:
 
 
 def make_sampler(model_fn: Callable[..., jax.Array], process: DiffusionProcess, sampling: ml_collections.ConfigDict,
-                 *, on_step: Callable[[int], None] | None = None) -> DDIMSampler:
+                 *, on_step: Callable[[int], None] | None = None) -> Sampler:
     """The guided sampler a config's `sampling` section describes, over a guidance `model_fn`."""
     guidance = dict(mode=sampling.mode, text_scale=sampling.text_scale, style_scale=sampling.style_scale,
                     image_scale=sampling.image_scale, form=sampling.guidance_form,
@@ -329,7 +329,7 @@ def make_sampler(model_fn: Callable[..., jax.Array], process: DiffusionProcess, 
     denoise = make_guided_denoiser(model_fn, guidance_rescale=sampling.guidance_rescale, **guidance)
     interval = sampling.guidance_interval
     unguided = None if interval is None else make_guided_denoiser(model_fn, guided=False, **guidance)
-    return DDIMSampler(denoise, process, sampler=sampling.sampler, num_steps=sampling.steps,
+    return Sampler(denoise, process, sampler=sampling.sampler, num_steps=sampling.steps,
                        spacing=sampling.timestep_spacing, eta=sampling.eta, clip_x0=sampling.clip_x0,
                        unguided=unguided, guidance_interval=None if interval is None else tuple(interval),
                        on_step=on_step)

@@ -44,7 +44,7 @@ ModelFn = Callable[..., jax.Array]
 
 
 class GuidanceInputs(NamedTuple):
-    """Everything a guided step needs besides x and t; the `cond` pytree of `DDIMSampler`.
+    """Everything a guided step needs besides x and t; the `cond` pytree of `Sampler`.
 
     params: the model parameters, passed to model_fn as they are.
     text: (B, L_text, C) prompt tokens. empty_text: (B or 1, L_text, C) tokens of the empty prompt "".
@@ -128,7 +128,7 @@ def make_guided_denoiser(model_fn: ModelFn, *, mode: str = "video", text_scale: 
                          style_scale: float = 7.5, image_scale: float = 6.0, form: str = "official",
                          image_cond_scale: float | None = None, guidance_rescale: float = 0.0,
                          guided: bool = True) -> Callable[[jax.Array, jax.Array, GuidanceInputs], jax.Array]:
-    """Wrap model_fn into `denoise(x, t, inputs: GuidanceInputs) -> guided output` for `DDIMSampler`.
+    """Wrap model_fn into `denoise(x, t, inputs: GuidanceInputs) -> guided output` for `Sampler`.
 
     The branches follow from the mode and from which conditions `inputs` carries; `guided=False` gives
     the fully conditioned branch alone (one model call at batch B), for the steps outside a guidance interval.

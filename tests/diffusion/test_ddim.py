@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from stylecrafter_jax.diffusion.ddim import (DDIMSampler, ddim_timesteps, ddim_update, dpmpp_2m_update,
+from stylecrafter_jax.diffusion.ddim import (Sampler, ddim_timesteps, ddim_update, dpmpp_2m_update,
                                              initial_noise, predict_x0_eps, sample_keys, sampler_steps,
                                              step_coefficients, step_noise)
 from stylecrafter_jax.models.sizes import model_config
@@ -59,7 +59,7 @@ def cond():
 
 @pytest.fixture(scope="module")
 def sampler(schedule):
-    return DDIMSampler(linear_denoise, schedule, num_steps=STEPS, eta=1.0)
+    return Sampler(linear_denoise, schedule, num_steps=STEPS, eta=1.0)
 
 
 def test_timesteps_alphas_sigmas_equal_diffusers(schedule):
@@ -112,7 +112,7 @@ def test_clipped_x0_step_equals_diffusers_clip_sample_with_the_clipped_model_out
         unclipped = ddim_step(x, eps, c, k, noise)
         assert float(np.abs(np.asarray(unclipped) - np.asarray(got)).max()) > 1e-2  # the clip did something
     with pytest.raises(ConfigError, match="clip_x0"):
-        DDIMSampler(linear_denoise, schedule, num_steps=STEPS, clip_x0=-1.0)
+        Sampler(linear_denoise, schedule, num_steps=STEPS, clip_x0=-1.0)
 
 
 def test_sampler_equals_diffusers_loop(sampler, cond):
@@ -142,7 +142,7 @@ def test_scanned_loop_equals_python_loop(sampler, cond):
 def test_eta_zero_is_deterministic(schedule, sampler, cond):
     keys_a, keys_b = sample_keys(0, [0, 1]), sample_keys(1, [0, 1])
     x_T = initial_noise(keys_a, SAMPLE_SHAPE)
-    deterministic = DDIMSampler(linear_denoise, schedule, num_steps=STEPS, eta=0.0)
+    deterministic = Sampler(linear_denoise, schedule, num_steps=STEPS, eta=0.0)
     first = np.asarray(deterministic.sample_from(cond, x_T, keys_a))
     np.testing.assert_array_equal(first, np.asarray(deterministic.sample_from(cond, x_T, keys_b)))
     np.testing.assert_array_equal(first, np.asarray(deterministic.sample_from(cond, x_T, keys_a)))
@@ -183,7 +183,7 @@ def test_compiled_once_per_shape_and_progress_callback(schedule, cond):
         traces.append(x.shape)
         return linear_denoise(x, t, c)
 
-    sampler = DDIMSampler(counting_denoise, schedule, num_steps=5, on_step=steps_seen.append)
+    sampler = Sampler(counting_denoise, schedule, num_steps=5, on_step=steps_seen.append)
     keys = sample_keys(0, [0, 1])
     first = sampler.sample(cond, keys, SAMPLE_SHAPE)
     second = sampler.sample(dict(cond, a=jnp.float32(0.1)), keys, SAMPLE_SHAPE)
@@ -198,7 +198,7 @@ def test_bad_input(schedule, sampler, cond):
                            (1000, "timestep 1000, past the last training timestep 999"),
                            (2.5, "expected an integer")]:
         with pytest.raises(ConfigError, match=message):
-            DDIMSampler(linear_denoise, schedule, num_steps=steps)
+            Sampler(linear_denoise, schedule, num_steps=steps)
     for eta in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="sampling.eta"):
             ddim_coefficients(schedule, 50, eta)
@@ -209,7 +209,7 @@ def test_bad_input(schedule, sampler, cond):
         sampler.sample(cond, keys, (2, 0, 4, 3))
     with pytest.raises(ShapeError, match="indices"):
         sample_keys(0, [[0, 1]])
-    wrong_eps = DDIMSampler(lambda x, t, c: x[..., :1], schedule, num_steps=2)
+    wrong_eps = Sampler(lambda x, t, c: x[..., :1], schedule, num_steps=2)
     with pytest.raises(ShapeError, match="denoise returned an output of shape"):
         wrong_eps.sample(cond, keys, SAMPLE_SHAPE)
 
@@ -260,13 +260,13 @@ def test_rescaled_ddim_loop_equals_the_reference_formula(cond, prediction, spaci
         process = dynamicrafter_process(rescale)
     else:
         process = DiffusionProcess(schedule=make_schedule(), rescale=rescale, scale_arr=rescale_curve(1000, 0.7))
-    sampler = DDIMSampler(linear_denoise, process, num_steps=5, spacing=spacing, eta=1.0)
+    sampler = Sampler(linear_denoise, process, num_steps=5, spacing=spacing, eta=1.0)
     keys = sample_keys(11, [0, 1])
     x_T = initial_noise(keys, SAMPLE_SHAPE)
     got = np.asarray(sampler.sample_from(cond, x_T, keys))
     want = reference_ddim_loop(process, spacing, 5, x_T, keys, lambda x, t: linear_denoise(x, t, cond))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    plain = DDIMSampler(linear_denoise, process._replace(rescale="none", scale_arr=None), num_steps=5,
+    plain = Sampler(linear_denoise, process._replace(rescale="none", scale_arr=None), num_steps=5,
                         spacing=spacing, eta=1.0)
     assert np.abs(np.asarray(plain.sample_from(cond, x_T, keys)) - got).max() > 1e-2  # the rescale did something
 
@@ -300,7 +300,7 @@ def test_dpmpp_2m_sampler_equals_diffusers(cond, prediction):
                                       euler_at_final=True, final_sigmas_type="sigma_min")
     process = DiffusionProcess(schedule=make_schedule(prediction="v" if prediction == "v_prediction" else "eps"),
                                prediction="v" if prediction == "v_prediction" else "eps")
-    sampler = DDIMSampler(linear_denoise, process, sampler="dpmpp_2m", num_steps=5)
+    sampler = Sampler(linear_denoise, process, sampler="dpmpp_2m", num_steps=5)
     ref.set_timesteps(timesteps=sampler.coefficients.timesteps.tolist())  # 801, 601, ..., 1, then ᾱ[0]
     keys = sample_keys(5, [0, 1])
     x_T = initial_noise(keys, SAMPLE_SHAPE)
@@ -333,7 +333,7 @@ def test_dpmpp_2m_on_gaussian_data_lands_close_to_many_step_ddim(process):
     x_T = initial_noise(keys, SAMPLE_SHAPE)
 
     def run(sampler, steps):
-        return np.asarray(DDIMSampler(denoise, process, sampler=sampler, num_steps=steps,
+        return np.asarray(Sampler(denoise, process, sampler=sampler, num_steps=steps,
                                       spacing="uniform_trailing", eta=0.0).sample_from(None, x_T, keys))
 
     reference = run("ddim", 500)
@@ -345,7 +345,7 @@ def test_dpmpp_2m_on_gaussian_data_lands_close_to_many_step_ddim(process):
 @pytest.mark.parametrize("solver", ["ddim", "dpmpp_2m"])
 def test_guidance_interval_runs_the_unguided_denoiser_outside_it(cond, solver):
     unguided = lambda x, t, c: 0.5 * linear_denoise(x, t, c)  # noqa: E731
-    sampler = DDIMSampler(linear_denoise, make_schedule(), sampler=solver, num_steps=5, eta=0.0,
+    sampler = Sampler(linear_denoise, make_schedule(), sampler=solver, num_steps=5, eta=0.0,
                           unguided=unguided, guidance_interval=(1, 3))
     np.testing.assert_array_equal(sampler.guided_steps, [False, True, True, False, False])
     keys = sample_keys(3, [0, 1])
@@ -359,7 +359,7 @@ def test_guidance_interval_runs_the_unguided_denoiser_outside_it(cond, solver):
         x = ddim_update(x0, eps, c.at(k), None) if solver == "ddim" else dpmpp_2m_update(x, x0, before, c.at(k))
         before = x0
     np.testing.assert_allclose(got, np.asarray(x), rtol=1e-5, atol=1e-5)
-    always = DDIMSampler(linear_denoise, make_schedule(), sampler=solver, num_steps=5, eta=0.0)
+    always = Sampler(linear_denoise, make_schedule(), sampler=solver, num_steps=5, eta=0.0)
     assert np.abs(np.asarray(always.sample_from(cond, x_T, keys)) - got).max() > 1e-2
 
 
@@ -374,7 +374,7 @@ def test_sampler_bad_input(schedule):
              (dict(spacing="uniform_trailing", num_steps=61), "61 steps with uniform_trailing")]
     for kwargs, message in cases:
         with pytest.raises(ConfigError, match=message):
-            DDIMSampler(linear_denoise, schedule, **dict(dict(num_steps=10), **kwargs))
+            Sampler(linear_denoise, schedule, **dict(dict(num_steps=10), **kwargs))
     assert sampler_steps("dpmpp_2m", 30) == 31  # the official uniform spacing visits 31 timesteps for 30
 
 

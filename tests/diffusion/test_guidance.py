@@ -8,7 +8,7 @@ import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
 from stylecrafter_jax.sampling.settings import get_sampling_config
-from stylecrafter_jax.diffusion.ddim import (DDIMSampler, ddim_update, initial_noise, make_sampler, predict_x0_eps,
+from stylecrafter_jax.diffusion.ddim import (Sampler, ddim_update, initial_noise, make_sampler, predict_x0_eps,
                                              sample_keys, step_noise)
 from stylecrafter_jax.diffusion.guidance import (GuidanceInputs, make_guided_denoiser, rescale_guidance,
                                                  style_multipliers)
@@ -122,7 +122,7 @@ def test_style_multipliers():
 
 
 def test_guided_sampler_under_jit_equals_eager_loop(inputs):
-    sampler = DDIMSampler(make_guided_denoiser(fake_model), make_schedule(), num_steps=2, eta=1.0)
+    sampler = Sampler(make_guided_denoiser(fake_model), make_schedule(), num_steps=2, eta=1.0)
     keys = sample_keys(123, [0, 1])
     got = sampler.sample(inputs, keys, LATENT[1:])
     denoise, c = make_guided_denoiser(fake_model), sampler.coefficients
@@ -256,7 +256,7 @@ def test_make_sampler_follows_the_sampling_config(inputs):
     np.testing.assert_array_equal(sampler.coefficients.timesteps, [999, 749, 499, 249])
     np.testing.assert_array_equal(sampler.guided_steps, [True, True, True, False])
     guidance = dict(text_scale=4.0, style_scale=2.0)
-    by_hand = DDIMSampler(make_guided_denoiser(fake_model, guidance_rescale=0.5, **guidance), process,
+    by_hand = Sampler(make_guided_denoiser(fake_model, guidance_rescale=0.5, **guidance), process,
                           sampler="dpmpp_2m", num_steps=4, spacing="uniform_trailing",
                           unguided=make_guided_denoiser(fake_model, guided=False, **guidance),
                           guidance_interval=(0, 3))
