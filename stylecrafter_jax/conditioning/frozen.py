@@ -33,11 +33,14 @@ class Encoders(NamedTuple):
     vae: AutoencoderKL | None
 
 
-def build_encoders(model: ml_collections.ConfigDict) -> Encoders:
-    """The encoders of `model.text_encoder`, `model.image_encoder` and (for latent "vae") `model.vae`."""
+def build_encoders(model: ml_collections.ConfigDict, dtype: str | None = None) -> Encoders:
+    """The encoders of `model.text_encoder`, `model.image_encoder` and (for latent "vae") `model.vae`.
+
+    They compute in `dtype` ("float32", "bfloat16"), the model's compute dtype `model.dtype` when None.
+    """
     if model.latent not in LATENT_SPACES:
         raise ConfigError(f"model.latent {model.latent!r}: expected one of {LATENT_SPACES}")
-    common = dict(dtype=compute_dtype(model.dtype), attention=model.attention)
+    common = dict(dtype=compute_dtype(dtype or model.dtype), attention=model.attention)
     vae = AutoencoderKL(**model.vae.to_dict(), **common) if model.latent == "vae" else None
     return Encoders(text=OpenCLIPTextTower(**model.text_encoder.to_dict(), **common),
                     vision=OpenCLIPVisionTower(**model.image_encoder.to_dict(), **common), vae=vae)

@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from stylecrafter_jax.conditioning.encoders import decode_video, encode_style_images, encode_text_context
+from stylecrafter_jax.conditioning.frozen import Encoders, build_encoders, init_encoder_params
 from stylecrafter_jax.conditioning.preprocess import clip_pixels
 from stylecrafter_jax.conditioning.tokenizer import ClipTokenizer
 from stylecrafter_jax.diffusion.ddim import initial_noise, make_sampler, sample_keys
@@ -34,8 +35,6 @@ from stylecrafter_jax.diffusion.guidance import GuidanceInputs, style_multiplier
 from stylecrafter_jax.diffusion.schedule import process_from_config
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError, ShapeError
 from stylecrafter_jax.models.build import build_adapter, build_unet, init_params
-from stylecrafter_jax.models.clip import OpenCLIPTextTower, OpenCLIPVisionTower
-from stylecrafter_jax.models.vae import AutoencoderKL
 from stylecrafter_jax.parallel.arrays import batch_shard_count, batch_sharding
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import MESH_AXES
@@ -44,37 +43,32 @@ from stylecrafter_jax.sampling.settings import check_sampling, pixels_per_latent
 from stylecrafter_jax.trees import path_string
 
 
-def build_encoders(model: ml_collections.ConfigDict
-                   ) -> tuple[OpenCLIPTextTower, OpenCLIPVisionTower, AutoencoderKL | None]:
-    """The text tower, vision tower and VAE (None for a pixel-space model) of the `model` section."""
-    common = dict(attention=model.attention)
-    text = OpenCLIPTextTower(**model.text_encoder.to_dict(), **common)
-    vision = OpenCLIPVisionTower(**model.image_encoder.to_dict(), **common)
-    vae = AutoencoderKL(**model.vae.to_dict(), **common) if "vae" in required_components(model) else None
-    if text.width != model.unet.context_dim:
-        raise ConfigError(f"model.text_encoder.width {text.width} must equal model.unet.context_dim "
+def check_encoder_widths(model: ml_collections.ConfigDict, encoders: Encoders) -> None:
+    """ConfigError naming the first encoder whose width does not fit what the U-Net or adapter reads."""
+    if encoders.text.width != model.unet.context_dim:
+        raise ConfigError(f"model.text_encoder.width {encoders.text.width} must equal model.unet.context_dim "
                           f"{model.unet.context_dim}")
-    if vision.width != model.adapter.image_dim:
-        raise ConfigError(f"model.image_encoder.width {vision.width} must equal model.adapter.image_dim "
+    if encoders.vision.width != model.adapter.image_dim:
+        raise ConfigError(f"model.image_encoder.width {encoders.vision.width} must equal model.adapter.image_dim "
                           f"{model.adapter.image_dim}")
-    channels = vae.embed_dim if vae is not None else 3
+    channels = encoders.vae.embed_dim if encoders.vae is not None else 3
     if channels != model.unet.in_channels:
         raise ConfigError(f"model.unet.in_channels {model.unet.in_channels} must equal "
-                          f"{'model.vae.embed_dim' if vae is not None else 'the 3 pixel channels'} {channels}")
-    return text, vision, vae
+                          f"{'model.vae.embed_dim' if encoders.vae is not None else 'the 3 pixel channels'} {channels}")
+
+
+def sampling_encoders(model: ml_collections.ConfigDict) -> Encoders:
+    """The frozen encoders sampling runs, in float32 (once per sample, cheap next to the U-Net's steps)."""
+    required_components(model)  # a ConfigError for an unknown model.latent
+    encoders = build_encoders(model, dtype="float32")
+    check_encoder_widths(model, encoders)
+    return encoders
 
 
 def init_components(model: ml_collections.ConfigDict, key: jax.Array) -> dict[str, Any]:
     """Random parameters of every component sampling needs, boxed with their logical axis names."""
-    text, vision, vae = build_encoders(model)
-    unet_key, text_key, vision_key, vae_key = jax.random.split(key, 4)
-    params = dict(init_params(model, unet_key))
-    params["text_encoder"] = text.init(text_key, jnp.zeros((1, text.context_length), jnp.int32))["params"]
-    params["image_encoder"] = vision.init(vision_key, jnp.zeros((1, vision.image_size, vision.image_size, 3)))["params"]
-    if vae is not None:
-        side = 2 * pixels_per_latent(model)
-        params["vae"] = vae.init(vae_key, jnp.zeros((1, side, side, vae.in_channels)))["params"]
-    return params
+    unet_key, encoder_key = jax.random.split(key)
+    return dict(init_params(model, unet_key)) | init_encoder_params(sampling_encoders(model), encoder_key)
 
 
 def param_shardings(model: ml_collections.ConfigDict, mesh: Mesh, rules: Iterable[Sequence[Any]]) -> dict[str, Any]:
@@ -121,7 +115,7 @@ class SamplingPipeline:
         self.tokenizer = tokenizer
         self.unet = build_unet(model)
         self.adapter = build_adapter(model)
-        self.text_tower, self.vision_tower, self.vae = build_encoders(model)
+        self.text_tower, self.vision_tower, self.vae = sampling_encoders(model)
         self.report_steps = report_steps
         self.on_step: Callable[[int], None] | None = None
         self.sampler = make_sampler(self._model_fn, process_from_config(model), sampling,
