@@ -1,6 +1,6 @@
 """Caption cleaning: the style-word removal regexes of the reference, a fixed variant, and a before/after tool.
 
-The reference (StyleCrafter-SDXL `dataset.py`) deletes, in order and case-sensitively:
+The reference (the official StyleCrafter-SDXL training data code) deletes, in order and case-sensitively:
   1. leading "(a) [words] NOUN of " phrases, repeated;
   2. "in (a) [words] NOUN" anywhere;
   3. a leading "painting - ", "photograph - ", "digital art - " or "black and white photograph - ".
