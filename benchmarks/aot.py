@@ -45,6 +45,7 @@ from stylecrafter_jax.parallel.arrays import abstract_arrays, batch_sharding, ch
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.sampling.settings import pixels_per_latent
+from stylecrafter_jax.train.metrics import peak_flops_per_device
 from stylecrafter_jax.train.state import create_state, stage_labels
 from stylecrafter_jax.train.step import LossModels, compile_step, make_optimizer, make_step_fn, temporal_mode
 
@@ -52,19 +53,18 @@ GIB = 2 ** 30
 
 
 class Chip(NamedTuple):
-    """A TPU generation: libtpu's name, HBM bytes and bf16 peak FLOP/s per chip, TensorCores in a name's count."""
+    """A TPU generation: libtpu's name, HBM bytes per chip, TensorCores in a name's count, torus dimensions."""
 
     libtpu: str
     hbm: int
-    peak: float
     cores_per_count: int
     dims: int
 
 
 CHIPS = {
-    "v5p": Chip("v5p", 95 * GIB, 459e12, 2, 3),
-    "v6e": Chip("v6e", 32 * GIB, 918e12, 1, 2),
-    "v5litepod": Chip("v5e", 16 * GIB, 197e12, 1, 2),
+    "v5p": Chip("v5p", 95 * GIB, 2, 3),
+    "v6e": Chip("v6e", 32 * GIB, 1, 2),
+    "v5litepod": Chip("v5e", 16 * GIB, 1, 2),
 }
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce")
 
@@ -211,8 +211,8 @@ def compile_sampler(config: ml_collections.ConfigDict, batch: int, mesh: Mesh) -
     return compiled, time.perf_counter() - start, sampler.num_steps
 
 
-def row(compiled: Any, seconds: float, chip: Chip, chips: int) -> dict[str, Any]:
-    """The measured columns of one compile; the compiled module's FLOPs are per chip."""
+def row(compiled: Any, seconds: float, chip: Chip, chips: int, peak: float) -> dict[str, Any]:
+    """The measured columns of one compile; the compiled module's FLOPs are per chip, `peak` its bf16 FLOP/s."""
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -228,9 +228,9 @@ def row(compiled: Any, seconds: float, chip: Chip, chips: int) -> dict[str, Any]
         "arguments_gib": arguments / GIB, "outputs_gib": outputs / GIB, "temporaries_gib": temporaries / GIB,
         "total_gib": total / GIB, "hbm_gib": chip.hbm / GIB, "fits": total <= chip.hbm,
         "tflop_per_step": per_chip_flops * chips / 1e12, "tflop_per_chip": per_chip_flops / 1e12,
-        "bound_s": per_chip_flops / chip.peak,
+        "bound_s": per_chip_flops / peak,
         "estimate_s": estimate,
-        "estimated_mfu": None if estimate is None else per_chip_flops / chip.peak / estimate,
+        "estimated_mfu": None if estimate is None else per_chip_flops / peak / estimate,
         **{name: len(re.findall(rf"\b{name}(?:-start)?\(", hlo)) for name in COLLECTIVES},
     }
 
@@ -262,6 +262,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     config = load_config_file(args.config)
     configure(config, args)
     devices, chip = topology_devices(args.topology)
+    peak = peak_flops_per_device(device_kind=devices[0].device_kind)
+    if peak is None:
+        raise ConfigError(f"--topology {args.topology!r}: no bf16 peak known for device kind {devices[0].device_kind!r}")
     mesh = create_mesh(config.mesh, devices)
     if os.path.basename(args.config.partition(":")[0]).startswith("inference"):
         kinds = ["sampler"]
@@ -281,7 +284,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append({"config": args.config, "kind": kind, "topology": args.topology, "chips": mesh.size,
                      "batch": batch, "mesh": ",".join(str(s) for s in mesh.shape.values()),
                      "dtype": config.model.dtype, "attention": config.model.attention,
-                     "remat": config.model.remat_policy, **row(compiled, seconds, chip, mesh.size)})
+                     "remat": config.model.remat_policy, **row(compiled, seconds, chip, mesh.size, peak)})
         estimate = rows[-1]["estimate_s"]
         rows[-1]["estimate_per_sample_s"] = None if estimate is None else estimate * steps / batch
         print(json.dumps(rows[-1]) if args.json else (header() + "\n" if len(rows) == 1 else "") + markdown(rows[-1]),

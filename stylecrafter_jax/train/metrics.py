@@ -91,15 +91,15 @@ def _format(key: str, value: Any) -> str:
 
 # ===== Throughput =====
 
-# Dense bf16 peak FLOP/s per device (vendor figures).
+# Dense bf16 peak FLOP/s per device (vendor figures), by a substring of jax's device_kind; the first match wins,
+# so "TPU v5 lite" (v5e) comes before "TPU v5" (what a v5p reports).
 PEAK_FLOPS = (
     ("H200", 989e12),
     ("H100", 989e12),
     ("A100", 312e12),
-    ("TPU v6", 918e12),
-    ("TPU v5p", 459e12),
+    ("TPU v6 lite", 918e12),
     ("TPU v5 lite", 197e12),
-    ("TPU v5e", 197e12),
+    ("TPU v5", 459e12),
     ("TPU v4", 275e12),
 )
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from stylecrafter_jax.train.metrics import StepTimer, TrainingStopped, check_finite, due, first_bad_step
+from stylecrafter_jax.train.metrics import (StepTimer, TrainingStopped, check_finite, due, first_bad_step,
+                                            peak_flops_per_device)
 
 
 def test_due_every_n_steps_and_at_the_last():
@@ -46,3 +47,14 @@ def test_first_non_finite_step_is_kept_and_named():
     with pytest.raises(TrainingStopped, match=r"non-finite loss or gradient at step 2 \(loss=nan, grad_norm=2.0\).*"
                                               r"stopped at step 3"):
         check_finite(bad, 3)
+
+
+@pytest.mark.parametrize("kind, peak", [("TPU v5", 459e12), ("TPU v5 lite", 197e12), ("TPU v6 lite", 918e12),
+                                        ("TPU v4", 275e12), ("NVIDIA H100 80GB HBM3", 989e12),
+                                        ("NVIDIA A100-SXM4-80GB", 312e12), ("cpu", None)])
+def test_peak_flops_by_the_device_kinds_jax_reports(kind, peak):
+    assert peak_flops_per_device(device_kind=kind) == peak
+
+
+def test_a_configured_peak_wins_over_the_table():
+    assert peak_flops_per_device(123e12, device_kind="TPU v5") == 123e12
