@@ -15,14 +15,16 @@ from absl import flags
 from stylecrafter_jax.errors import ConfigError, StyleCrafterError
 
 
-def flag_main(argv: Sequence[str], doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], None],
+def flag_main(argv: Sequence[str] | None, doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], None],
               run: Callable[[flags.FlagValues], Any]) -> int:
-    """Parse argv (argv[0] is the program name) into new FlagValues, call run(flags), return the exit status.
+    """Parse argv (argv[0] is the program name; sys.argv when None) into new FlagValues, call run(flags), return
+    the exit status.
 
     `define_flags(flag_values, argv)` registers the command's flags. `--help` prints `doc` and the flags.
     Unknown flags or config overrides, a `--config` file that is missing or has no get_config, and every
     StyleCrafterError print one `error:` line and give 2.
     """
+    argv = sys.argv if argv is None else argv
     fv = flags.FlagValues()
     define_flags(fv, argv)
     if any(arg in ("-h", "--help", "-help") for arg in argv[1:]):

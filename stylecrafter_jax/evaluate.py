@@ -179,10 +179,10 @@ def _evaluate(fv: flags.FlagValues, config: ml_collections.ConfigDict, requests:
     return document
 
 
-def main(argv: Sequence[str]) -> int:
-    """Parse argv (argv[0] is the program name), run, and return the exit status (2 on bad input)."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse argv (argv[0] is the program name; sys.argv when None), run, and return the exit status (2 on bad input)."""
     return flag_main(argv, __doc__, define_flags, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())

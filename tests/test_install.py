@@ -52,3 +52,10 @@ def test_installed_wheel_runs_summary_from_another_directory(tmp_path):
     from_repo = json.loads(_python(command, REPO, str(REPO)))
     assert installed == from_repo
     assert installed["trainable"] > 0 and installed["frozen"] > 0
+
+    script = site / "bin" / "stylecrafter-summary"  # a console script of pyproject's [project.scripts]
+    env = {**os.environ, "PYTHONPATH": str(site), "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([str(script), "--help"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from stylecrafter_jax import summary
+    assert done.stdout.startswith(summary.__doc__.split("\n")[0]) and "--config" in done.stdout

@@ -65,10 +65,10 @@ def run(fv: flags.FlagValues) -> int:
     return written
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The command line entry point."""
     return flag_main(argv, __doc__, define_flags, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())

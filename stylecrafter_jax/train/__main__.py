@@ -32,10 +32,10 @@ def train(flag_values: flags.FlagValues) -> None:
         run(config)
 
 
-def main(argv: Sequence[str]) -> int:
-    """Parse argv (argv[0] is the program name), train, and return the exit status (2 on bad input)."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse argv (argv[0] is the program name; sys.argv when None), train, and return the exit status (2 on bad input)."""
     return flag_main(argv, __doc__, define_flags, train)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())
