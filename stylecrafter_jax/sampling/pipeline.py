@@ -59,7 +59,6 @@ def check_encoder_widths(model: ml_collections.ConfigDict, encoders: Encoders) -
 
 def sampling_encoders(model: ml_collections.ConfigDict) -> Encoders:
     """The frozen encoders sampling runs, in float32 (once per sample, cheap next to the U-Net's steps)."""
-    required_components(model)  # a ConfigError for an unknown model.latent
     encoders = build_encoders(model, dtype="float32")
     check_encoder_widths(model, encoders)
     return encoders
