@@ -119,33 +119,50 @@ def create_state(config: ml_collections.ConfigDict, tx: optax.GradientTransforma
     base = base or {}
     flat_labels = traverse_util.flatten_dict(labels)
     stage1_kv = config.stage == "stage1" and "adapter" not in base
+    key = jax.random.PRNGKey(config.seed)
 
     def init(key, base):
         params_key, rng = jax.random.split(key)
-        redraw_key = jax.random.fold_in(key, 1)
         flat = traverse_util.flatten_dict(init_params(config.model, params_key))
-        given = traverse_util.flatten_dict(base)
-        for index, path in enumerate(sorted(flat)):
-            if path in given:
-                flat[path] = flat[path].replace_boxed(given[path])
-            elif flat_labels[path] == FROZEN and path[-1] == "kernel":
-                flat[path] = flat[path].replace_boxed(_redraw_if_zero(flat[path].value,
-                                                                      jax.random.fold_in(redraw_key, index)))
+        for path, leaf in traverse_util.flatten_dict(base).items():
+            flat[path] = flat[path].replace_boxed(leaf)
         params = traverse_util.unflatten_dict(flat)
         if stage1_kv:
             params["unet"] = copy_text_kv_to_style_kv(params["unet"])
         ema = jax.tree.map(jnp.copy, trainable(params, labels)) if config.train.ema_decay else None
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ema=ema, rng=rng)
 
-    make = abstract_sharded if abstract else init_sharded
-    return make(init, jax.random.PRNGKey(config.seed), base, mesh=mesh, rules=config.mesh.rules)
+    if abstract:
+        return abstract_sharded(init, key, base, mesh=mesh, rules=config.mesh.rules)
+    state, shardings = init_sharded(init, key, base, mesh=mesh, rules=config.mesh.rules)
+    given = set(traverse_util.flatten_dict(base))
+    candidates = [path for path in sorted(flat_labels)
+                  if path not in given and flat_labels[path] == FROZEN and path[-1] == "kernel"]
+    params = _redraw_zero_kernels(state.params, shardings.params, candidates, jax.random.fold_in(key, 1))
+    return state.replace(params=params), shardings
 
 
-def _redraw_if_zero(kernel: jax.Array, key: jax.Array) -> jax.Array:
-    """`kernel`, or N(0, 1/fan_in) values in its place when it is all zeros."""
-    fan_in = max(1, math.prod(kernel.shape[:-1]))
-    drawn = jax.random.normal(key, kernel.shape, kernel.dtype) / math.sqrt(fan_in)
-    return jnp.where(jnp.all(kernel == 0), drawn, kernel)
+def _redraw_zero_kernels(params: dict, shardings: dict, candidates: Sequence[tuple], key: jax.Array) -> dict:
+    """`params` with each all-zero kernel among `candidates` replaced by N(0, 1/fan_in) values in its sharding.
+
+    The kernel at position i of the sorted parameter paths draws from fold_in(key, i). Only the kernels found
+    zero are drawn (a second, small program), so the init program carries no random draw per frozen kernel.
+    """
+    flat = traverse_util.flatten_dict(params)
+    index = {path: i for i, path in enumerate(sorted(flat))}
+    is_zero = jax.device_get(jax.jit(lambda kernels: jnp.stack([jnp.all(k == 0) for k in kernels]))(
+        [flat[path] for path in candidates])) if candidates else []
+    zero = [path for path, flag in zip(candidates, is_zero) if flag]
+    if not zero:
+        return params
+    flat_shardings = traverse_util.flatten_dict(shardings)
+
+    def draw() -> list[jax.Array]:
+        return [jax.random.normal(jax.random.fold_in(key, index[path]), flat[path].shape, flat[path].dtype)
+                / math.sqrt(max(1, math.prod(flat[path].shape[:-1]))) for path in zero]
+
+    drawn = jax.jit(draw, out_shardings=[flat_shardings[path] for path in zero])()
+    return traverse_util.unflatten_dict({**flat, **dict(zip(zero, drawn))})
 
 
 def copy_text_kv_to_style_kv(unet: dict) -> dict:
