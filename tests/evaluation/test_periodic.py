@@ -71,6 +71,7 @@ def test_periodic_samples_and_metrics(tmp_path):
     config = get_config("tiny,synthetic")
     with config.unlocked():
         config.workdir = str(tmp_path / "run")
+        config.model.unet.update(channel_mult=(1,), attention_resolutions=(1,))  # a one-level U-Net compiles faster
         config.train.update(steps=2, log_every=1, sample_every=2, eval_every=2, async_checkpoint=False)
         config.sampling.steps = 2
         config.periodic.update(eval_json=eval_json, eval_root=str(tmp_path / "eval"), entries=2,

@@ -26,13 +26,19 @@ from stylecrafter_jax.train.metrics import TrainingStopped
 from stylecrafter_jax.train.state import checkpoint_tree, merge, trainable
 
 
+EMA_DECAY = 0.5
+
+
 def _config(workdir, steps):
+    """The toy's base phase on a one-level U-Net, with an EMA: every run but the NaN one compiles the same two
+    programs (init and step)."""
     config = phase_config(get_config("quick"), "base")
     with config.unlocked():
         config.workdir = str(workdir)
         config.data.toy.batch_size = 8
+        config.model.unet.update(channel_mult=(1,), attention_resolutions=(1,))
         config.train.update(steps=steps, log_every=1, checkpoint_every=2, async_checkpoint=False, warmup_steps=0,
-                            schedule="constant")
+                            schedule="constant", ema_decay=EMA_DECAY)
     return config
 
 
@@ -58,6 +64,11 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, uninterrup
     expected, got = _trained(uninterrupted), _trained(resumed)
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key], err_msg=str(key))
+    expected_ema = traverse_util.flatten_dict(jax.device_get(uninterrupted.state.ema))
+    got_ema = traverse_util.flatten_dict(jax.device_get(resumed.state.ema))
+    assert got_ema.keys() == expected_ema.keys() == expected.keys()
+    for key in expected_ema:
+        np.testing.assert_array_equal(got_ema[key], expected_ema[key], err_msg=f"ema {key}")
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(k in rows[-1] for k in ("loss", "lr", "grad_norm", "steps_per_s", "examples_per_s"))
@@ -69,7 +80,9 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, uninterrup
 
 
 def test_loss_falls(tmp_path):
-    run(_config(tmp_path, 30), log=lambda _: None)
+    config = _config(tmp_path, 30)
+    config.train.checkpoint_every = 30  # each save of the tiny state costs seconds
+    run(config, log=lambda _: None)
     losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
@@ -83,9 +96,9 @@ def test_non_finite_step_stops_the_run_at_the_next_checkpoint_step_before_saving
 
 
 def test_ema_run_follows_the_recurrence_and_is_exported_and_sampled(tmp_path):
-    decay = 0.5
+    decay = EMA_DECAY
     config = _config(tmp_path, 3)
-    config.train.update(ema_decay=decay, checkpoint_every=1, keep_checkpoints=3)
+    config.train.update(checkpoint_every=1, keep_checkpoints=3)
     result = run(config, log=lambda _: None)
     state, labels = result.state, result.labels
     checkpointer = RunCheckpointer(str(tmp_path / "checkpoints"), keep=3, every=1)

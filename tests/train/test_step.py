@@ -94,7 +94,11 @@ def test_only_trainable_leaves_have_optimizer_state(single_device):
 
 def test_sharded_step_equals_single_device(single_device):
     config = _config("stage1", data=2, fsdp=4)
-    mesh, labels, tx, state, shardings, models = _setup(config, jax.devices()[:8])
+    mesh = create_mesh(config.mesh, jax.devices()[:8])
+    labels = stage_labels(config)
+    tx = make_optimizer(config.train, labels)
+    _, shardings = create_state(config, tx, labels, mesh, abstract=True)  # the rule-given shardings: no init compile
+    state, models = jax.device_put(single_device["before"], shardings), single_device["models"]
     batch = _batch(config, mesh)
     step, _ = _compile(config, mesh, labels, tx, state, shardings, models, batch)
     after, metrics = step(state, batch)
@@ -121,7 +125,7 @@ def test_non_finite_loss_leaves_state_unchanged(single_device):
 
 
 def test_stage1_step_computes_no_frozen_weight_gradients(single_device):
-    config, models, batch = single_device["config"], single_device["models"], single_device["batch"]
+    models, batch = single_device["models"], single_device["batch"]
     params = single_device["before"].params
 
     def forward(p):
