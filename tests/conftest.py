@@ -27,6 +27,11 @@ def pytest_unconfigure(config):
         shutil.rmtree(XLA_CACHE, ignore_errors=True)
 
 
+# U-Net overrides of the tiny size for trainer-level tests: one level (no down/upsampling) with attention, whose
+# init and step compile faster than the two-level tiny U-Net's.
+ONE_LEVEL_UNET = dict(channel_mult=(1,), attention_resolutions=(1,))
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """The `model` config section of the tiny size."""

@@ -148,11 +148,13 @@ def _redraw_zero_kernels(params: dict, shardings: dict, candidates: Sequence[tup
     The kernel at position i of the sorted parameter paths draws from fold_in(key, i). Only the kernels found
     zero are drawn (a second, small program), so the init program carries no random draw per frozen kernel.
     """
+    if not candidates:
+        return params
     flat = traverse_util.flatten_dict(params)
     index = {path: i for i, path in enumerate(sorted(flat))}
-    is_zero = jax.device_get(jax.jit(lambda kernels: jnp.stack([jnp.all(k == 0) for k in kernels]))(
-        [flat[path] for path in candidates])) if candidates else []
-    zero = [path for path, flag in zip(candidates, is_zero) if flag]
+    all_zero = jax.jit(lambda kernels: jnp.stack([jnp.all(k == 0) for k in kernels]))
+    is_zero = all_zero([flat[path] for path in candidates])
+    zero = [path for path, flag in zip(candidates, jax.device_get(is_zero)) if flag]
     if not zero:
         return params
     flat_shardings = traverse_util.flatten_dict(shardings)

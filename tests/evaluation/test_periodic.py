@@ -10,6 +10,7 @@ from configs.stage1 import get_config
 from stylecrafter_jax.errors import ConfigError, ShapeError
 from stylecrafter_jax.evaluation.periodic import PeriodicEvaluator, make_periodic_evaluator, pipeline_sample_fn
 from stylecrafter_jax.train.loop import run
+from tests.conftest import ONE_LEVEL_UNET
 from tests.evaluation.tiny_eval import moving_video, tiny_config, write_eval_set, write_metric_weights
 
 ENTRIES = [("A red kite over a beach.", "s/a.png"), ("A train in the mountains.", ["m/0.png", "m/1.png"]),
@@ -71,7 +72,7 @@ def test_periodic_samples_and_metrics(tmp_path):
     config = get_config("tiny,synthetic")
     with config.unlocked():
         config.workdir = str(tmp_path / "run")
-        config.model.unet.update(channel_mult=(1,), attention_resolutions=(1,))  # a one-level U-Net compiles faster
+        config.model.unet.update(ONE_LEVEL_UNET)
         config.train.update(steps=2, log_every=1, sample_every=2, eval_every=2, async_checkpoint=False)
         config.sampling.steps = 2
         config.periodic.update(eval_json=eval_json, eval_root=str(tmp_path / "eval"), entries=2,

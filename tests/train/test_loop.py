@@ -24,6 +24,7 @@ from stylecrafter_jax.train.__main__ import main
 from stylecrafter_jax.train.loop import base_weights_id, check_base_weights, run
 from stylecrafter_jax.train.metrics import TrainingStopped
 from stylecrafter_jax.train.state import checkpoint_tree, merge, trainable
+from tests.conftest import ONE_LEVEL_UNET
 
 
 EMA_DECAY = 0.5
@@ -36,7 +37,7 @@ def _config(workdir, steps):
     with config.unlocked():
         config.workdir = str(workdir)
         config.data.toy.batch_size = 8
-        config.model.unet.update(channel_mult=(1,), attention_resolutions=(1,))
+        config.model.unet.update(ONE_LEVEL_UNET)
         config.train.update(steps=steps, log_every=1, checkpoint_every=2, async_checkpoint=False, warmup_steps=0,
                             schedule="constant", ema_decay=EMA_DECAY)
     return config

@@ -16,6 +16,7 @@ from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.train.stages import stage_rules
 from stylecrafter_jax.train.state import FROZEN, TRAIN, count_by_label, create_state, label_params, stage_labels
 from stylecrafter_jax.train.step import make_optimizer
+from tests.conftest import ONE_LEVEL_UNET
 
 GIVEN = ("unet", "input_blocks_1", "0", "in_layers_2", "kernel")  # a frozen ResBlock conv
 
@@ -25,7 +26,7 @@ def created():
     config = get_config("tiny,synthetic")
     with config.unlocked():
         config.train.ema_decay = 0.9
-        config.model.unet.update(channel_mult=(1,), attention_resolutions=(1,))  # a one-level U-Net compiles faster
+        config.model.unet.update(ONE_LEVEL_UNET)
     mesh = create_mesh(config.mesh)
     labels = stage_labels(config)
     tx = make_optimizer(config.train, labels)
