@@ -32,6 +32,13 @@ def pytest_unconfigure(config):
 ONE_LEVEL_UNET = dict(channel_mult=(1,), attention_resolutions=(1,))
 
 
+def cross_attention_layers(model) -> int:
+    """How many spatial cross-attention layers (style-scale and image-weight slots) the `model` section's U-Net has."""
+    from stylecrafter_jax.models.build import build_unet
+
+    return build_unet(model).num_cross_attention_layers
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """The `model` config section of the tiny size."""

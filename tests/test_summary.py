@@ -14,6 +14,7 @@ from configs.stage2 import get_config as stage2
 from configs.videocrafter_i2v import get_config as videocrafter_i2v
 from stylecrafter_jax.models.build import param_shapes
 from stylecrafter_jax.summary import component_counts, main, stage_trainable_counts, summarize
+from tests.conftest import cross_attention_layers
 
 UNET, ADAPTER, ENCODERS = 1_144_485_956, 111_188_161, 83_653_863 + 354_032_641 + 632_076_800
 
@@ -89,8 +90,9 @@ def test_json_output_of_an_image_to_video_config():
     assert {"unet", "unet.temporal_conv", "unet.image_kv", "projector", "image_encoder"} <= set(components)
     assert not any(name.startswith("adapter") for name in components)
     spatial = components["unet"] - components["unet.temporal"] - components["unet.temporal_conv"]
+    alphas = cross_attention_layers(dynamicrafter("256,tiny").model)  # one learned α per layer, frozen
     assert summary["stages"] == {
-        "dc_projector": components["projector"] + components["unet.image_kv"] - 7,  # the 7 tiny α stay frozen
+        "dc_projector": components["projector"] + components["unet.image_kv"] - alphas,
         "dc_adapt": components["projector"] + spatial, "dc_joint": components["projector"] + spatial,
         "dc_finetune": components["projector"] + components["unet"]}
 

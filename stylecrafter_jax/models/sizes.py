@@ -30,7 +30,7 @@ def unet_config(size: str) -> ml_collections.ConfigDict:
         "full": {},
         "medium": dict(model_channels=64, channel_mult=(1, 2, 4), num_head_channels=32, context_dim=64,
                        init_attn_heads=4, init_attn_head_dim=32),
-        "tiny": dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2),
+        "tiny": dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1,),
                      num_head_channels=16, context_dim=64, init_attn_heads=2, init_attn_head_dim=16),
     }
     return ml_collections.ConfigDict({**full, **overrides[_check(size)]})

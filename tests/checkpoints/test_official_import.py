@@ -23,6 +23,7 @@ from stylecrafter_jax.errors import CheckpointMismatchError
 from stylecrafter_jax.models.build import param_shapes
 from stylecrafter_jax.models.sizes import model_config
 from tests.checkpoints.official_tables import adapter_table, random_tensors, shape, temporal_table, unet_table
+from tests.conftest import cross_attention_layers
 
 
 # ---------------------------------------------------------------- full size, from the key tables
@@ -125,7 +126,8 @@ def test_tiny_files_import_exactly_and_ignore_the_processor_aliases(tiny):
     base = read_state_dict(files.videocrafter)
     aliases = [k for k in base if oi.PROCESSOR_ALIAS in k]
     # one alias per style-branch leaf: (to_k_style, to_v_style, norm_style weight and bias) per cross-attention
-    assert len(aliases) == len(jax.tree.leaves(expected["adapter"]["processors"])) == 4 * 7
+    layers = cross_attention_layers(model_config("tiny"))
+    assert len(aliases) == len(jax.tree.leaves(expected["adapter"]["processors"])) == 4 * layers
     unet = oi.unet_from_official(base, abstract["unet"], temporal=read_state_dict(files.temporal))
     assert _equal(unet, expected["unet"])
     assert _equal(oi.adapter_from_official(read_state_dict(files.adapter), abstract["adapter"]), expected["adapter"])

@@ -9,6 +9,7 @@ import pytest
 from stylecrafter_jax.errors import ShapeError
 from stylecrafter_jax.models.build import build_adapter
 from stylecrafter_jax.models.style import StyleTransformer, style_multipliers
+from tests.conftest import cross_attention_layers
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def test_outputs(adapter, tiny_model, tiny_params):
     text = jax.random.normal(jax.random.key(1), (2, 77, 64))
     style, scales = adapter.apply({"params": tiny_params["adapter"]}, tokens, text)
     assert style.shape == (2, tiny_model.adapter.style_tokens, 64)
-    assert scales.shape == (2, 7) and float(jnp.max(jnp.abs(scales))) < 1.0  # tanh
+    assert scales.shape == (2, cross_attention_layers(tiny_model)) and float(jnp.max(jnp.abs(scales))) < 1.0  # tanh
 
 
 def test_several_references_are_their_tokens_concatenated(adapter, tiny_params):

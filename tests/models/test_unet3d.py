@@ -12,6 +12,7 @@ from stylecrafter_jax.models.build import build_unet
 from stylecrafter_jax.models.unet3d import timestep_embedding
 from stylecrafter_jax.trees import path_string
 from stylecrafter_jax.train.stages import TEMPORAL_TRANSFORMERS
+from tests.conftest import cross_attention_layers
 
 B, T, H, W = 2, 4, 8, 8
 
@@ -32,7 +33,7 @@ def inputs(tiny_model):
     keys = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(keys[0], (B, T, H, W, 4))
     context = jax.random.normal(keys[1], (B, 77 + tiny_model.adapter.style_tokens, tiny_model.unet.context_dim))
-    scales = 1.0 + 0.5 * jax.random.uniform(keys[2], (B, 7))
+    scales = 1.0 + 0.5 * jax.random.uniform(keys[2], (B, cross_attention_layers(tiny_model)))
     return x, jnp.array([981, 21]), context, scales
 
 
@@ -77,9 +78,9 @@ def test_without_style_tokens_adapter_parameters_do_not_matter(apply, tiny_param
 
 
 def test_zero_style_multiplier_equals_omitting_style_tokens(apply, tiny_params, inputs):
-    x, t, context, _ = inputs
+    x, t, context, scales = inputs
     no_style = apply(tiny_params["unet"], x, t, context[:, :77], None, None)
-    gated = apply(tiny_params["unet"], x, t, context, jnp.zeros((B, 7)), None)
+    gated = apply(tiny_params["unet"], x, t, context, jnp.zeros_like(scales), None)
     np.testing.assert_allclose(gated, no_style, atol=1e-5, rtol=1e-5)
 
 

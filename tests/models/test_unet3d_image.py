@@ -88,11 +88,12 @@ def test_image_weight_zero_equals_text_only(dc256, inputs):
 
 
 def test_learned_alpha_weights_the_image_branch(dc256, inputs):
-    _, params, apply = dc256
+    unet, params, apply = dc256
     args = (inputs["x"], inputs["t"], inputs["context"])
     off = jax.tree_util.tree_map_with_path(
         lambda p, v: jnp.full_like(v, -20.0) if jax.tree_util.keystr(p).endswith("['alpha']") else v, params)
-    assert sum("alpha" in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)) == 7
+    alphas = [p for p, _ in jax.tree_util.tree_leaves_with_path(params) if "alpha" in jax.tree_util.keystr(p)]
+    assert len(alphas) == unet.num_cross_attention_layers
     text_only = apply(params, *args, _branches(inputs, image_context=None, image_weight=None))
     np.testing.assert_allclose(apply(off, *args, _branches(inputs)), text_only, atol=1e-5, rtol=1e-5)
 

@@ -20,7 +20,7 @@ def test_frame_isolated_temporal_attention_is_to_out_of_to_v():
 
 
 def _numpy_group_norm(x, groups, eps, axes):
-    b, c = x.shape[0], x.shape[-1]
+    c = x.shape[-1]
     g = x.reshape(x.shape[:-1] + (groups, c // groups))
     mean = g.mean(axis=axes, keepdims=True)
     var = g.var(axis=axes, keepdims=True)

@@ -1,6 +1,5 @@
 """Tests for parallel/arrays.py: global batches from host-local numpy data, and bad batch sizes."""
 
-import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P

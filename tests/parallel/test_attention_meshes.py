@@ -19,7 +19,7 @@ from tests.conftest import encoded_batch
 
 BATCH = 4
 # Stage 1 on 16x8 images (temporal layers skipped): the top level's spatial self-attention has 128 tokens (one
-# splash block) and 2 heads; the 8x4 level (32 tokens) and every cross-attention stay on XLA.
+# splash block) and 2 heads; the middle block's at 8x4 (32 tokens) and every cross-attention stay on XLA.
 LATENT = (16, 8)
 MESH = (2, 1, 2)  # batch over data (x fsdp), the 2 heads over tensor
 
