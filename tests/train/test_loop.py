@@ -30,7 +30,10 @@ from tests.conftest import ONE_LEVEL_UNET
 EMA_DECAY = 0.5
 
 
-def _config(workdir, steps):
+STEPS, EVERY = 30, 30  # orbax also saves the first step: checkpoints at 1 and 30, or 1 and 2 when preempted at 2
+
+
+def _config(workdir, steps=STEPS):
     """The toy's base phase on a one-level U-Net, with an EMA: every run but the NaN one compiles the same two
     programs (init and step)."""
     config = phase_config(get_config("quick"), "base")
@@ -38,8 +41,8 @@ def _config(workdir, steps):
         config.workdir = str(workdir)
         config.data.toy.batch_size = 8
         config.model.unet.update(ONE_LEVEL_UNET)
-        config.train.update(steps=steps, log_every=1, checkpoint_every=2, async_checkpoint=False, warmup_steps=0,
-                            schedule="constant", ema_decay=EMA_DECAY)
+        config.train.update(steps=steps, log_every=1, checkpoint_every=EVERY, async_checkpoint=False,
+                            warmup_steps=0, schedule="constant", ema_decay=EMA_DECAY)
     return config
 
 
@@ -49,19 +52,33 @@ def _trained(result):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    return run(_config(tmp_path_factory.mktemp("straight"), 4), log=lambda _: None)
+    workdir = tmp_path_factory.mktemp("straight")
+    return workdir, run(_config(workdir), log=lambda _: None)
 
 
-def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, uninterrupted):
+@pytest.fixture(scope="module")
+def preempted(tmp_path_factory):
+    """A run stopped by SIGTERM at step 2: its work directory, its result and the trees of its checkpoints at
+    steps 1 and 2, read before a resume replaces them."""
     def preempt_at_step_2(line):
         if line.startswith("step=2 "):
             os.kill(os.getpid(), signal.SIGTERM)
 
-    first = run(_config(tmp_path, 4), log=preempt_at_step_2)
-    assert first.preempted and first.step == 2
-    assert RunCheckpointer(str(tmp_path / "checkpoints"), keep=2, every=2).latest_step() == 2
-    resumed = run(_config(tmp_path, 4), log=lambda _: None)
-    assert resumed.step == 4
+    workdir = tmp_path_factory.mktemp("preempted")
+    result = run(_config(workdir), log=preempt_at_step_2)
+    checkpointer = RunCheckpointer(str(workdir / "checkpoints"), keep=2, every=EVERY)
+    trees = {step: checkpointer.restore(step, checkpoint_tree(result.state, result.labels))[0]
+             for step in checkpointer.manager.all_steps()}
+    checkpointer.close()
+    return workdir, result, trees
+
+
+def test_preempted_and_resumed_run_equals_uninterrupted_run(preempted, uninterrupted):
+    tmp_path, first, trees = preempted
+    _, uninterrupted = uninterrupted
+    assert first.preempted and first.step == 2 and sorted(trees) == [1, 2]
+    resumed = run(_config(tmp_path), log=lambda _: None)
+    assert resumed.step == STEPS
     expected, got = _trained(uninterrupted), _trained(resumed)
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key], err_msg=str(key))
@@ -71,21 +88,19 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(tmp_path, uninterrup
     for key in expected_ema:
         np.testing.assert_array_equal(got_ema[key], expected_ema[key], err_msg=f"ema {key}")
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert all(k in rows[-1] for k in ("loss", "lr", "grad_norm", "steps_per_s", "examples_per_s"))
     # The same command once more: the finished run is noticed before any model is built.
     lines = []
-    again = run(_config(tmp_path, 4), log=lines.append)
-    assert again.step == 4 and again.state is None and not again.preempted
-    assert any("holds the finished run (step 4" in line for line in lines), lines
+    again = run(_config(tmp_path), log=lines.append)
+    assert again.step == STEPS and again.state is None and not again.preempted
+    assert any(f"holds the finished run (step {STEPS}" in line for line in lines), lines
 
 
-def test_loss_falls(tmp_path):
-    config = _config(tmp_path, 30)
-    config.train.checkpoint_every = 30  # each save of the tiny state costs seconds
-    run(config, log=lambda _: None)
-    losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+def test_loss_falls(uninterrupted):
+    workdir, _ = uninterrupted
+    losses = [json.loads(line)["loss"] for line in open(workdir / "metrics.jsonl")]
+    assert len(losses) == STEPS and np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
 def test_non_finite_step_stops_the_run_at_the_next_checkpoint_step_before_saving(tmp_path):
@@ -96,15 +111,12 @@ def test_non_finite_step_stops_the_run_at_the_next_checkpoint_step_before_saving
     assert RunCheckpointer(str(tmp_path / "checkpoints"), keep=2, every=3).latest_step() == 1  # orbax's first save
 
 
-def test_ema_run_follows_the_recurrence_and_is_exported_and_sampled(tmp_path):
+def test_ema_run_follows_the_recurrence_and_is_exported_and_sampled(preempted, uninterrupted):
     decay = EMA_DECAY
-    config = _config(tmp_path, 3)
-    config.train.update(checkpoint_every=1, keep_checkpoints=3)
-    result = run(config, log=lambda _: None)
-    state, labels = result.state, result.labels
-    checkpointer = RunCheckpointer(str(tmp_path / "checkpoints"), keep=3, every=1)
-    trees = [checkpointer.restore(step, checkpoint_tree(state, labels))[0] for step in (1, 2, 3)]
-    checkpointer.close()
+    _, _, checkpoints = preempted
+    trees = [checkpoints[step] for step in sorted(checkpoints)]
+    workdir, result = uninterrupted
+    config, state, labels = _config(workdir), result.state, result.labels
     ema = traverse_util.flatten_dict(jax.device_get(trees[0]["ema"]))
     for tree in trees[1:]:  # EMA_t = d EMA_(t-1) + (1 - d) params_t, from the params of each step
         params = traverse_util.flatten_dict(jax.device_get(tree["trainable"]))
@@ -114,10 +126,12 @@ def test_ema_run_follows_the_recurrence_and_is_exported_and_sampled(tmp_path):
             np.testing.assert_allclose(got[key], decay * ema[key] + (1 - decay) * params[key], rtol=1e-6, atol=1e-7,
                                        err_msg=str(key))
         ema = got
+    # The run's final EMA (step STEPS), which it exports, is not its weights.
+    ema = traverse_util.flatten_dict(jax.device_get(state.ema))
     final = traverse_util.flatten_dict(jax.device_get(trainable(state.params, labels)))
     assert any(not np.allclose(ema[key], final[key]) for key in ema)
 
-    export = str(tmp_path / "export")
+    export = str(workdir / "export")
     assert set(read_manifest(export)["variants"]) == {"ema"} and set(read_manifest(export)["variants"]["ema"]) == {"unet"}
     averaged = trained_tree_to_components(merge(jax.device_get(state.params), traverse_util.unflatten_dict(ema)))
     for variant, expected in (("ema", averaged["unet"]), ("", trained_tree_to_components(state.params)["unet"])):
