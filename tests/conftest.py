@@ -21,6 +21,12 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+    """Tests of files marked heavy first, in collection order otherwise: the xdist workers (given whole files in
+    this order) start the long files early and finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 def pytest_unconfigure(config):
     """Remove the session's compilation cache (in the controller: xdist workers share it)."""
     if not hasattr(config, "workerinput"):

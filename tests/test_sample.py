@@ -12,6 +12,8 @@ from PIL import Image
 
 from stylecrafter_jax.sample import main
 
+pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "inference.py") + ":tiny"
 TOY = os.path.join(ROOT, "configs", "toy.py")

@@ -14,6 +14,8 @@ import pytest
 from benchmarks import accelerator
 from benchmarks.accelerator import COLUMNS, NA, OutOfMemory, search_batch
 
+pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
+
 OFFICIAL = "third_party/StyleCrafter"
 HAS_OFFICIAL = os.path.isfile(os.path.join(OFFICIAL, "lvdm", "models", "samplers", "ddim.py"))
 # Columns that hold a positive number per part on CPU; every other numeric column must be n/a there.

@@ -13,6 +13,8 @@ from stylecrafter_jax.train.loop import run
 from tests.conftest import ONE_LEVEL_UNET
 from tests.evaluation.tiny_eval import moving_video, tiny_config, write_eval_set, write_metric_weights
 
+pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
+
 ENTRIES = [("A red kite over a beach.", "s/a.png"), ("A train in the mountains.", ["m/0.png", "m/1.png"]),
            ("A dog running.", "s/a.png")]
 

@@ -14,6 +14,8 @@ from stylecrafter_jax.models.unet_layers import TemporalConvBlock
 from stylecrafter_jax.models.variants import VARIANTS
 from tests.conftest import randomize
 
+pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
+
 B, T, H, W = 2, 4, 8, 8  # the tiny latent; the tiny projector has 4 queries (per frame for DynamiCrafter)
 TOKENS = 4
 

@@ -17,6 +17,8 @@ from stylecrafter_jax.train.state import TRAIN, TrainState, create_state, select
 from stylecrafter_jax.train.step import LossModels, compile_step, make_optimizer, make_step_fn
 from tests.conftest import encoded_batch
 
+pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
+
 BATCH = 4
 # Stage 1 on 16x8 images (temporal layers skipped): the top level's spatial self-attention has 128 tokens (one
 # splash block) and 2 heads; the middle block's at 8x4 (32 tokens) and every cross-attention stay on XLA.

@@ -16,6 +16,8 @@ from stylecrafter_jax.train.state import TRAIN, create_state, select, stage_labe
 from stylecrafter_jax.train.step import LossModels, compile_step, make_optimizer, make_step_fn
 from tests.conftest import encoded_batch
 
+pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
+
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]
 BATCH, STEPS, LARGE = 8, 2, 1024
 

@@ -16,6 +16,8 @@ from stylecrafter_jax.parallel.rules import DEFAULT_RULES
 from stylecrafter_jax.sampling.pipeline import SamplingPipeline, param_shardings, to_uint8
 from stylecrafter_jax.sampling.settings import switch_mode
 
+pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
+
 PROMPTS = ["a red circle", "two blue squares"]
 
 

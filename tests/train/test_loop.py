@@ -26,6 +26,8 @@ from stylecrafter_jax.train.metrics import TrainingStopped
 from stylecrafter_jax.train.state import checkpoint_tree, merge, trainable
 from tests.conftest import ONE_LEVEL_UNET
 
+pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
+
 
 EMA_DECAY = 0.5
 

@@ -17,6 +17,8 @@ from stylecrafter_jax.parallel.mesh import create_mesh
 from stylecrafter_jax.train.state import FROZEN, TRAIN, create_state, select, stage_labels
 from stylecrafter_jax.train.step import LossModels, compile_step, make_optimizer, make_step_fn
 
+pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
+
 BATCH = 8
 
 
