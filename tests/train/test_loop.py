@@ -32,7 +32,7 @@ pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
 EMA_DECAY = 0.5
 
 
-STEPS, EVERY = 30, 30  # orbax also saves the first step: checkpoints at 1 and 30, or 1 and 2 when preempted at 2
+STEPS, EVERY = 20, 20  # orbax also saves the first step: checkpoints at 1 and 20, or 1 and 2 when preempted at 2
 
 
 def _config(workdir, steps=STEPS):
