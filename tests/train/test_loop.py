@@ -28,10 +28,7 @@ from tests.conftest import ONE_LEVEL_UNET
 
 pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
 
-
 EMA_DECAY = 0.5
-
-
 STEPS, EVERY = 20, 20  # orbax also saves the first step: checkpoints at 1 and 20, or 1 and 2 when preempted at 2
 
 
@@ -76,10 +73,10 @@ def preempted(tmp_path_factory):
 
 
 def test_preempted_and_resumed_run_equals_uninterrupted_run(preempted, uninterrupted):
-    tmp_path, first, trees = preempted
+    workdir, first, trees = preempted
     _, uninterrupted = uninterrupted
     assert first.preempted and first.step == 2 and sorted(trees) == [1, 2]
-    resumed = run(_config(tmp_path), log=lambda _: None)
+    resumed = run(_config(workdir), log=lambda _: None)
     assert resumed.step == STEPS
     expected, got = _trained(uninterrupted), _trained(resumed)
     for key in expected:
@@ -89,12 +86,12 @@ def test_preempted_and_resumed_run_equals_uninterrupted_run(preempted, uninterru
     assert got_ema.keys() == expected_ema.keys() == expected.keys()
     for key in expected_ema:
         np.testing.assert_array_equal(got_ema[key], expected_ema[key], err_msg=f"ema {key}")
-    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert all(k in rows[-1] for k in ("loss", "lr", "grad_norm", "steps_per_s", "examples_per_s"))
     # The same command once more: the finished run is noticed before any model is built.
     lines = []
-    again = run(_config(tmp_path), log=lines.append)
+    again = run(_config(workdir), log=lines.append)
     assert again.step == STEPS and again.state is None and not again.preempted
     assert any(f"holds the finished run (step {STEPS}" in line for line in lines), lines
 
@@ -129,13 +126,13 @@ def test_ema_run_follows_the_recurrence_and_is_exported_and_sampled(preempted, u
                                        err_msg=str(key))
         ema = got
     # The run's final EMA (step STEPS), which it exports, is not its weights.
-    ema = traverse_util.flatten_dict(jax.device_get(state.ema))
+    final_ema = traverse_util.flatten_dict(jax.device_get(state.ema))
     final = traverse_util.flatten_dict(jax.device_get(trainable(state.params, labels)))
-    assert any(not np.allclose(ema[key], final[key]) for key in ema)
+    assert any(not np.allclose(final_ema[key], final[key]) for key in final_ema)
 
     export = str(workdir / "export")
     assert set(read_manifest(export)["variants"]) == {"ema"} and set(read_manifest(export)["variants"]["ema"]) == {"unet"}
-    averaged = trained_tree_to_components(merge(jax.device_get(state.params), traverse_util.unflatten_dict(ema)))
+    averaged = trained_tree_to_components(merge(jax.device_get(state.params), traverse_util.unflatten_dict(final_ema)))
     for variant, expected in (("ema", averaged["unet"]), ("", trained_tree_to_components(state.params)["unet"])):
         loaded = traverse_util.flatten_dict(load_pretrained(export, ["unet"], variant=variant)["unet"])
         for key, leaf in traverse_util.flatten_dict(jax.device_get(expected)).items():
