@@ -72,6 +72,24 @@ def randomize(shapes, seed: int = 42):
     return jax.tree_util.tree_map_with_path(one, shapes)
 
 
+def random_start(config, tx, labels, mesh, seed: int = 42):
+    """A numpy TrainState for step tests and the rule-given shardings of `config`'s state on `mesh`, without
+    compiling the init: every parameter random (`randomize`: no zero-initialised layer stops a gradient), the
+    optimizer state as `tx` starts it, no EMA. Returns (start, shardings)."""
+    import flax.linen as nn
+    import numpy as np
+
+    from stylecrafter_jax.models.build import param_shapes
+    from stylecrafter_jax.train.state import TrainState, create_state
+
+    abstract, shardings = create_state(config, tx, labels, mesh, abstract=True)
+    params = randomize(nn.unbox(param_shapes(config.model)), seed)
+    start = TrainState(step=np.zeros((), np.int32), params=params, opt_state=tx.init(params), ema=None,
+                       rng=jax.random.PRNGKey(seed))
+    assert jax.tree.structure(start) == jax.tree.structure(abstract), "the config's state has more than this start"
+    return jax.device_get(start), shardings
+
+
 def encoded_batch(model, batch: int, rng):
     """What the frozen encoders hand a train step, random float32: latents (batch, frames, h, w, 4), the text
     context (batch, 77, context_dim) and 5 style image tokens (batch, 5, image_dim) of the `model` section."""

@@ -13,9 +13,9 @@ from stylecrafter_jax.models.build import build_adapter, build_unet
 from stylecrafter_jax.parallel.arrays import abstract_arrays, batch_sharding
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh
-from stylecrafter_jax.train.state import TRAIN, TrainState, create_state, select, stage_labels
+from stylecrafter_jax.train.state import TRAIN, create_state, select, stage_labels
 from stylecrafter_jax.train.step import LossModels, compile_step, make_optimizer, make_step_fn
-from tests.conftest import encoded_batch
+from tests.conftest import encoded_batch, random_start
 
 pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
 
@@ -43,17 +43,14 @@ def _step_fn(config, labels, tx):
 
 
 @pytest.fixture(scope="module")
-def cpu_run(tiny_params):
-    """Mesh, optimizer, state shardings and a start from the random tiny weights on 4 fake CPU devices."""
+def cpu_run():
+    """Mesh, optimizer, state shardings and a random start on 4 fake CPU devices."""
     config = _config("xla")
     mesh = create_mesh(config.mesh, jax.devices()[:int(np.prod(MESH))])
     labels = stage_labels(config)
     tx = make_optimizer(config.train, labels)
-    abstract, shardings = create_state(config, tx, labels, mesh, abstract=True)
-    start = TrainState(step=np.zeros((), np.int32), params=tiny_params, opt_state=tx.init(tiny_params), ema=None,
-                       rng=jax.random.PRNGKey(0))
-    assert jax.tree.structure(start) == jax.tree.structure(abstract)
-    return dict(mesh=mesh, labels=labels, tx=tx, shardings=shardings, start=jax.device_get(start),
+    start, shardings = random_start(config, tx, labels, mesh)
+    return dict(mesh=mesh, labels=labels, tx=tx, shardings=shardings, start=start,
                 batch=jax.device_put(encoded_batch(config.model, BATCH, np.random.default_rng(1)),
                                          batch_sharding(mesh)))
 

@@ -12,9 +12,9 @@ from stylecrafter_jax.models.build import build_adapter, build_unet
 from stylecrafter_jax.parallel.arrays import abstract_arrays, batch_sharding
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh
-from stylecrafter_jax.train.state import TRAIN, create_state, select, stage_labels
+from stylecrafter_jax.train.state import TRAIN, select, stage_labels
 from stylecrafter_jax.train.step import LossModels, compile_step, make_optimizer, make_step_fn
-from tests.conftest import encoded_batch
+from tests.conftest import encoded_batch, random_start
 
 pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
 
@@ -32,8 +32,8 @@ def _config(data=1, fsdp=1, tensor=1):
     return config
 
 
-def _train(shape, start=None):
-    """STEPS compiled steps on a mesh of `shape`; `start` (numpy state) replaces the random one.
+def _train(shape):
+    """STEPS compiled steps on a mesh of `shape` from the same random start on every mesh.
 
     Returns the numpy state before and after, the per-step losses and the final (device) state.
     """
@@ -41,14 +41,7 @@ def _train(shape, start=None):
     mesh = create_mesh(config.mesh, jax.devices()[:int(np.prod(shape))])
     labels = stage_labels(config)
     tx = make_optimizer(config.train, labels)
-    if start is None:
-        state, shardings = create_state(config, tx, labels, mesh)
-        # The U-Net's output head is zero-initialised: give every leaf a non-zero value.
-        rng = np.random.default_rng(0)
-        start = jax.device_get(state).replace(params=jax.tree.map(
-            lambda p: p + 0.02 * rng.standard_normal(p.shape).astype(np.float32), jax.device_get(state.params)))
-    else:  # the rule-given shardings on this mesh, without compiling the init again
-        _, shardings = create_state(config, tx, labels, mesh, abstract=True)
+    start, shardings = random_start(config, tx, labels, mesh)
     state = jax.device_put(start, shardings)
     rng = np.random.default_rng(1)  # STEPS video batches (latents (8, 4, 8, 8, 4))
     batches = [jax.device_put(encoded_batch(config.model, BATCH, rng), batch_sharding(mesh)) for _ in range(STEPS)]
@@ -73,13 +66,13 @@ def reference():
 
 
 @pytest.fixture(scope="module")
-def sharded(reference):
-    """Runs on 8 devices from the reference's starting state, one per mesh shape, made when first asked."""
+def sharded():
+    """Runs on 8 devices, one per mesh shape, made when first asked."""
     runs = {}
 
     def get(shape):
         if shape not in runs:
-            runs[shape] = _train(shape, reference["start"])
+            runs[shape] = _train(shape)
         return runs[shape]
 
     return get
@@ -87,12 +80,11 @@ def sharded(reference):
 
 @pytest.mark.parametrize("shape", MESHES, ids=lambda s: "x".join(map(str, s)))
 def test_mesh_gives_the_loss_and_weights_of_one_device(reference, sharded, shape):
-    # (2, 2, 2) guards the default rules: with ("activation_embed", "tensor") XLA's partitioner gives wrong
-    # weight gradients there, and with ("conv_in", "tensor") a wrong U-Net forward (loss off by 1.5e-3
-    # relative at step 1); see parallel/rules.py.
+    # (2, 2, 2) guards the conv rules: with ("conv_in", "tensor") XLA's partitioner gives a wrong U-Net forward
+    # there (losses off by ~4e-3 relative); see parallel/rules.py. Sums over the batch split 8 ways, reduced in
+    # another order, and one Adam step (which carries that noise into the weights) give losses ~2e-6 apart.
     run = sharded(shape)
-    # Sums over the batch split 8 ways, reduced in another order: the losses agree to ~1e-7 relative.
-    np.testing.assert_allclose(run["losses"], reference["losses"], rtol=1e-6)
+    np.testing.assert_allclose(run["losses"], reference["losses"], rtol=1e-5)
     labels = reference["labels"]
     trained = traverse_util.flatten_dict(select(run["after"].params, labels, TRAIN))
     expected = traverse_util.flatten_dict(select(reference["after"].params, labels, TRAIN))

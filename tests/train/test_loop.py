@@ -8,6 +8,7 @@ import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -20,6 +21,7 @@ from stylecrafter_jax.checkpoints.run_checkpoints import RunCheckpointer
 from stylecrafter_jax.errors import CheckpointMismatchError, ConfigError
 from stylecrafter_jax.sampling.weights import resolve_params
 from stylecrafter_jax.toy.pipeline import phase_config
+from stylecrafter_jax.train import loop
 from stylecrafter_jax.train.__main__ import main
 from stylecrafter_jax.train.loop import base_weights_id, check_base_weights, run
 from stylecrafter_jax.train.metrics import TrainingStopped
@@ -102,9 +104,17 @@ def test_loss_falls(uninterrupted):
     assert len(losses) == STEPS and np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
-def test_non_finite_step_stops_the_run_at_the_next_checkpoint_step_before_saving(tmp_path):
+def test_non_finite_step_stops_the_run_at_the_next_checkpoint_step_before_saving(tmp_path, monkeypatch):
+    real_batches = loop.step_batches
+
+    def nan_at_step_2(*args, start, **kwargs):  # the other runs' step program: no compile of its own
+        for step, (kind, batch) in enumerate(real_batches(*args, start=start, **kwargs), start=start + 1):
+            yield kind, (jax.tree.map(lambda x: x * np.nan if jnp.issubdtype(x.dtype, jnp.floating) else x, batch)
+                         if step == 2 else batch)
+
+    monkeypatch.setattr(loop, "step_batches", nan_at_step_2)
     config = _config(tmp_path, 4)
-    config.train.update(learning_rate=float("nan"), log_every=4, checkpoint_every=3)  # step 1 makes the weights NaN
+    config.train.update(log_every=4, checkpoint_every=3)
     with pytest.raises(TrainingStopped, match="non-finite loss or gradient at step 2 .*stopped at step 3"):
         run(config, log=lambda _: None)
     assert RunCheckpointer(str(tmp_path / "checkpoints"), keep=2, every=3).latest_step() == 1  # orbax's first save

@@ -14,8 +14,9 @@ from stylecrafter_jax.models.build import build_adapter, build_unet, example_inp
 from stylecrafter_jax.parallel.arrays import abstract_arrays
 from stylecrafter_jax.parallel.init import activation_rules
 from stylecrafter_jax.parallel.mesh import create_mesh
-from stylecrafter_jax.train.state import FROZEN, TRAIN, create_state, select, stage_labels
+from stylecrafter_jax.train.state import FROZEN, TRAIN, select, stage_labels
 from stylecrafter_jax.train.step import LossModels, compile_step, make_optimizer, make_step_fn
+from tests.conftest import random_start
 
 pytestmark = pytest.mark.heavy  # its tests run first (tests/conftest.py)
 
@@ -31,22 +32,13 @@ def _config(stage, data=1, fsdp=1):
     return config
 
 
-def _setup(config, devices, start=None):
-    """Mesh, labels, optimizer, state, its shardings and the loss models; `start` (a numpy state) replaces the
-    random state, put into the rule-given shardings without compiling the init."""
+def _setup(config, devices):
+    """Mesh, labels, optimizer, the random start (`random_start`) in its rule-given shardings and the loss models."""
     mesh = create_mesh(config.mesh, devices)
     labels = stage_labels(config)
     tx = make_optimizer(config.train, labels)
-    if start is None:
-        state, shardings = create_state(config, tx, labels, mesh)
-        # The random U-Net has a zero-initialised output head: give every leaf a non-zero value.
-        rng = np.random.default_rng(0)
-        state = state.replace(params=jax.tree.map(
-            lambda p, s: jax.device_put(np.asarray(p) + 0.02 * rng.standard_normal(p.shape, np.float32), s),
-            state.params, shardings.params))
-    else:
-        _, shardings = create_state(config, tx, labels, mesh, abstract=True)
-        state = jax.device_put(start, shardings)
+    start, shardings = random_start(config, tx, labels, mesh)
+    state = jax.device_put(start, shardings)
     inputs = example_inputs(config.model)
     empty = jnp.zeros(inputs["text_context"].shape)
     models = LossModels(build_unet(config.model), build_adapter(config.model), make_schedule(), empty)
@@ -102,7 +94,7 @@ def test_only_trainable_leaves_have_optimizer_state(single_device):
 
 def test_sharded_step_equals_single_device(single_device):
     config = _config("stage1", data=2, fsdp=4)
-    mesh, labels, tx, state, shardings, models = _setup(config, jax.devices()[:8], start=single_device["before"])
+    mesh, labels, tx, state, shardings, models = _setup(config, jax.devices()[:8])
     batch = _batch(config, mesh)
     step, _ = _compile(config, mesh, labels, tx, state, shardings, models, batch)
     after, metrics = step(state, batch)
